@@ -1,0 +1,126 @@
+"""Run SQL on the event loop without blocking it and without a worker thread.
+
+mysqlclient can send a query (``send_query``) and read its answer
+(``read_query_result``) as two calls; in between, the event loop waits for the
+socket to become readable, so the C client never blocks on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import anyio
+import MySQLdb
+
+from ._connection import PooledConnection
+
+#: Loop iterations to look for the answer before registering with the selector:
+#: a quick answer (a COMMIT, a primary-key lookup) usually arrives within them,
+#: and a look costs one syscall that keeps the GIL, while registering and
+#: unregistering cost two that release it, and more Python (see _socket).
+_LOOKS = 4
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+async def wait_readable(conn: PooledConnection, timeout: float | None) -> None:
+    """Wait until *conn*'s socket has data (asyncio only: cheaper than anyio's
+    generic path). Raises ``TimeoutError`` after *timeout* seconds (None: no
+    limit)."""
+    readable = conn.readable
+    for _ in range(_LOOKS):
+        await asyncio.sleep(0)  # one loop iteration: other tasks run meanwhile
+        if readable():
+            return
+    fd = conn.fileno()
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    loop.add_reader(fd, _wake, future)
+    timer = None if timeout is None else loop.call_later(timeout, _expire, future)
+    try:
+        await future
+    finally:
+        loop.remove_reader(fd)
+        if timer is not None:
+            timer.cancel()
+
+
+def lost(conn: PooledConnection, timeout: float | None) -> MySQLdb.OperationalError:
+    """The error for an answer that did not come within *timeout*."""
+    conn.broken = True  # pending and broken: closed, the session left alone
+    return MySQLdb.OperationalError(
+        2013, f"Lost connection to server: no answer within {timeout:g} s"
+    )
+
+
+async def query(
+    conn: PooledConnection,
+    sql: bytes,
+    timeout: float | None = None,
+    shield: bool = False,
+) -> None:
+    """Send *sql* and read the first answer header, never blocking the loop.
+
+    Until the answer is read ``conn.pending`` stays true, so a cancellation in
+    between leaves a connection the pool knows it must not reuse. With *shield*
+    a cancellation waits for the answer first (within *timeout*), so that a
+    COMMIT is never left in doubt. *timeout* defaults to the connection's
+    ``read_timeout``.
+    """
+    if conn.pending:
+        raise in_progress()
+    if timeout is None:
+        timeout = conn.read_timeout
+    conn.pending = True
+    conn.send_query(sql)
+    try:
+        await wait_readable(conn, timeout)
+    except TimeoutError:
+        raise lost(conn, timeout) from None
+    except asyncio.CancelledError:
+        if not shield:
+            raise
+        # A shield costs more than the rest of a query: entered only when
+        # needed. Should the answer fail too, the cancellation still wins (the
+        # connection, still pending, is then closed).
+        with anyio.CancelScope(shield=True), contextlib.suppress(MySQLdb.Error):
+            await query_answer(conn, timeout)
+        raise
+    conn.read_query_result()
+    conn.pending = False
+
+
+async def query_answer(conn: PooledConnection, timeout: float | None) -> None:
+    """Read the answer to a statement already sent (see :func:`query`)."""
+    try:
+        await wait_readable(conn, timeout)
+    except TimeoutError:
+        raise lost(conn, timeout) from None
+    conn.read_query_result()
+    conn.pending = False
+
+
+def in_progress() -> MySQLdb.InterfaceError:
+    """Refuse a statement while another one's answer is unread."""
+    return MySQLdb.InterfaceError(
+        "a statement is still in progress on this connection (was it cancelled, "
+        "or run by two tasks at once?): its answer was never read"
+    )
+
+
+async def rollback(conn: PooledConnection, timeout: float | None = None) -> None:
+    await query(conn, b"ROLLBACK", timeout)
+
+
+async def ping(conn: PooledConnection, timeout: float | None = None) -> None:
+    """A round trip that proves the connection alive; raises if it is not."""
+    await query(conn, b"DO 1", timeout)

@@ -1,0 +1,397 @@
+"""``AsyncPoolCursor``: ``await cursor.execute(...)`` on mysqlclient, no thread.
+
+A statement is sent with ``send_query``; the event loop waits for the socket
+(see _aio); the answer is then read by the C client, on the loop only when all
+of it has arrived (see _wire) and is at most ``LOOP_READ_MAX`` bytes: reading
+it is then bounded work that cannot wait on the server. Anything else (a large
+or still streaming result, TLS) is read in a worker thread, as are further
+result sets and very large statements.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio.to_thread
+import MySQLdb
+import MySQLdb.cursors
+
+from . import _aio
+from ._connection import RELEASED_MESSAGE, PooledConnection
+from ._errors import CursorReleasedError, is_connection_broken
+from ._socket import peek
+from ._wire import answer_complete
+
+if TYPE_CHECKING:
+    from ._lease import Lease
+
+RowT = TypeVar("RowT")
+
+#: Statements larger than this are sent from a worker thread: sending them can
+#: wait for the server to read (a socket's send buffer starts at about 16 KB).
+SEND_INLINE_MAX = 8 * 1024
+#: The largest answer read on the event loop (parsing it takes well under 1 ms);
+#: larger ones are read in a worker thread.
+LOOP_READ_MAX = 64 * 1024
+#: executemany() packs INSERT ... VALUES rows into statements up to this size
+#: (as MySQLdb does: max_allowed_packet is at least 1 MB).
+MAX_STATEMENT = 64 * 1024
+
+_INSERT_VALUES = MySQLdb.cursors.RE_INSERT_VALUES
+_INSERT_VALUES_BYTES = re.compile(
+    _INSERT_VALUES.pattern.encode("ascii"), re.IGNORECASE | re.DOTALL
+)
+
+
+# An answer: (rows, the result object for its description or None, rowcount,
+# lastrowid, warning_count). A tuple: this runs for every statement.
+_Answer = tuple[Sequence[Any], Any, int, int | None, int]
+_NO_ROWS: Sequence[Any] = ()
+
+
+def _read_answer(conn: PooledConnection, how: int) -> _Answer:
+    """The current statement's answer, already all here: read on the loop."""
+    if not conn.field_count():
+        return (
+            _NO_ROWS,
+            None,
+            conn.affected_rows(),
+            conn.insert_id(),
+            conn.warning_count(),
+        )
+    result = conn.store_result()
+    rows = result.fetch_row(0, how)
+    return rows, result, conn.affected_rows(), conn.insert_id(), conn.warning_count()
+
+
+def _stream_answer(conn: PooledConnection, how: int) -> _Answer:
+    """The current statement's answer, read in a worker thread.
+
+    use_result(), not store_result(): store_result() keeps the GIL while it
+    reads the whole result, which would stall the event loop as much as
+    reading it there. use_result() lets go of the GIL around each row it reads.
+    """
+    if not conn.field_count():
+        return (
+            _NO_ROWS,
+            None,
+            conn.affected_rows(),
+            conn.insert_id(),
+            conn.warning_count(),
+        )
+    result = conn.use_result()
+    rows = result.fetch_row(0, how)
+    return rows, result, len(rows), conn.insert_id(), conn.warning_count()
+
+
+def _read_query_answer(conn: PooledConnection, how: int) -> _Answer:
+    conn.read_query_result()
+    return _read_answer(conn, how)
+
+
+def _stream_query_answer(conn: PooledConnection, how: int) -> _Answer:
+    conn.read_query_result()
+    return _stream_answer(conn, how)
+
+
+def _stream_next_answer(conn: PooledConnection, how: int) -> _Answer:
+    conn.next_result()
+    return _stream_answer(conn, how)
+
+
+class AsyncPoolCursor(Generic[RowT]):
+    """An aiomysql-style cursor on a pooled connection, for ``async def`` code.
+
+    ``await execute()`` / ``executemany()`` / ``callproc()`` / ``nextset()``, and
+    awaitable ``fetchone()`` / ``fetchmany()`` / ``fetchall()`` / ``scroll()``:
+    code written for aiomysql or asyncmy ports over unchanged. Rows are read
+    when the statement runs, as with their default (buffered) cursors. Once
+    its lease ends (the request, the task) the cursor refuses any use.
+    """
+
+    arraysize = 1
+
+    def __init__(self, lease: Lease, dict_rows: bool = False, checked: bool = True):
+        self._lease = lease
+        self._how = 1 if dict_rows else 0
+        self._checked = checked
+        self._released = False
+        self._closed = False
+        self._rows: Sequence[Any] = ()
+        self._result: Any = None  # for description, computed when asked for
+        self._executed: bytes | None = None
+        self.rownumber = 0
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.warning_count = 0
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def description(self) -> tuple[tuple[Any, ...], ...] | None:
+        """The DB-API column descriptions of the last result (None without)."""
+        result = self._result
+        return None if result is None else result.describe()
+
+    @property
+    def connection(self) -> PooledConnection:
+        """The connection, for ``commit()`` / ``rollback()`` mid-request. These
+        block the loop for one round trip; and a reference kept beyond the
+        request bypasses the pool: do not keep one."""
+        return self._conn()
+
+    def _conn(self) -> PooledConnection:
+        if self._released:
+            raise CursorReleasedError(RELEASED_MESSAGE)
+        if self._closed:
+            raise MySQLdb.ProgrammingError("cursor closed")
+        conn = self._lease.conn
+        if conn is None:  # the lease ended without one (no live replacement)
+            raise CursorReleasedError(RELEASED_MESSAGE)
+        return conn
+
+    def release(self) -> None:
+        """Called when the lease ends: refuse any later use."""
+        self._released = True
+        self._rows = ()
+        self._result = None
+
+    async def close(self) -> None:
+        """Close this cursor (the connection stays the request's)."""
+        self._closed = True
+        self._rows = ()
+        self._result = None
+
+    async def __aenter__(self) -> AsyncPoolCursor[RowT]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- statements ------------------------------------------------------------
+
+    def mogrify(self, query: str | bytes, args: Any = None) -> str:
+        """The statement as it would be sent, arguments escaped."""
+        conn = self._conn()
+        return self._mogrify(conn, query, args).decode(conn.encoding)
+
+    @staticmethod
+    def _mogrify(conn: PooledConnection, query: str | bytes, args: Any) -> bytes:
+        # As MySQLdb's BaseCursor._mogrify, with public connection methods only.
+        if isinstance(query, str):
+            query = query.encode(conn.encoding)
+        if args is None:
+            return query
+        if isinstance(args, Mapping):
+            literal_args: Any = {
+                (k.encode(conn.encoding) if isinstance(k, str) else k): conn.literal(v)
+                for k, v in args.items()
+            }
+        else:
+            literal_args = tuple(map(conn.literal, args))
+        try:
+            return bytes(query % literal_args)
+        except TypeError as exc:
+            raise MySQLdb.ProgrammingError(str(exc)) from None
+
+    async def execute(self, query: str | bytes, args: Any = None) -> int:
+        """Run one statement and read its rows; returns the affected row count."""
+        conn = await self._ready()
+        statement = self._mogrify(conn, query, args)
+        await self._run(conn, statement)
+        return self.rowcount
+
+    async def executemany(self, query: str | bytes, args: Iterable[Any]) -> int | None:
+        """Run *query* once per set of arguments; ``INSERT ... VALUES`` rows are
+        packed into as few statements as fit (as MySQLdb does)."""
+        batch = list(args)
+        if not batch:
+            return None
+        conn = await self._ready()
+        match = (
+            _INSERT_VALUES_BYTES.match(query)
+            if isinstance(query, bytes)
+            else _INSERT_VALUES.match(query)
+        )
+        total = 0
+        if match is None:
+            for item in batch:
+                await self._run(conn, self._mogrify(conn, query, item))
+                total += self.rowcount
+        else:
+            for statement in self._packed_inserts(conn, match, batch):
+                await self._run(conn, statement)
+                total += self.rowcount
+        self.rowcount = total
+        return total
+
+    def _packed_inserts(
+        self, conn: PooledConnection, match: re.Match[Any], batch: list[Any]
+    ) -> Iterable[bytes]:
+        def encoded(part: str | bytes) -> bytes:
+            return part.encode(conn.encoding) if isinstance(part, str) else part
+
+        prefix = encoded(match.group(1) % ())
+        values = encoded(match.group(2).rstrip())
+        postfix = encoded(match.group(3) or b"")
+        statement = bytearray(prefix)
+        for i, item in enumerate(batch):
+            row = self._mogrify(conn, values, item)
+            if i and len(statement) + len(row) + len(postfix) + 1 > MAX_STATEMENT:
+                yield bytes(statement + postfix)
+                statement = bytearray(prefix)
+            elif i:
+                statement += b","
+            statement += row
+        yield bytes(statement + postfix)
+
+    async def callproc(self, procname: str, args: Sequence[Any] = ()) -> Sequence[Any]:
+        """Call a stored procedure (as MySQLdb: IN values through ``@_name_n``
+        variables). Use :meth:`nextset` to read all of its result sets."""
+        conn = await self._ready()
+        name = procname.encode(conn.encoding).replace(b"`", b"``")
+        if args:
+            assignments = b",".join(
+                b"@`_%s_%d`=%s" % (name, i, conn.literal(arg))
+                for i, arg in enumerate(args)
+            )
+            await self._run(conn, b"SET " + assignments)
+        params = b",".join(b"@`_%s_%d`" % (name, i) for i in range(len(args)))
+        await self._run(conn, b"CALL `%s`(%s)" % (name, params))
+        return args
+
+    async def nextset(self) -> bool | None:
+        """Move to the next result set; ``None`` when there is none."""
+        conn = self._conn()
+        if conn.pending:
+            raise _aio.in_progress()
+        if not conn.more_results():
+            return None
+        conn.pending = True
+        try:
+            # The server may still be computing it: wait in a thread.
+            answer = await anyio.to_thread.run_sync(
+                _stream_next_answer, conn, self._how
+            )
+        except BaseException as exc:
+            self._failed(conn, exc)
+            raise
+        conn.pending = False
+        self._set(answer)
+        return True
+
+    async def _ready(self) -> PooledConnection:
+        """The connection, checked before the first statement; results the
+        last statement left unread are discarded first."""
+        conn = self._conn()
+        if not self._checked:
+            self._checked = True
+            conn = await self._lease.acheck()
+        if conn.more_results():
+            await self._lease.adrain(conn)
+        return conn
+
+    async def _run(self, conn: PooledConnection, statement: bytes) -> None:
+        if conn.pending:  # a cut-off statement: its answer would be read as ours
+            raise _aio.in_progress()
+        conn.note_query(statement)
+        conn.pending = True  # until the answer is read; see Lease.afinish
+        try:
+            if len(statement) > SEND_INLINE_MAX:
+                await anyio.to_thread.run_sync(conn.send_query, statement)
+            else:
+                conn.send_query(statement)
+            try:
+                await _aio.wait_readable(conn, conn.read_timeout)
+            except TimeoutError:
+                raise _aio.lost(conn, conn.read_timeout) from None
+            if conn.plain_wire:
+                buffer = conn.peek_buffer(LOOP_READ_MAX)
+                size = peek(conn.fileno(), buffer)
+                complete = size < LOOP_READ_MAX and answer_complete(
+                    memoryview(buffer).cast("B")[:size]
+                )
+            else:
+                complete = False
+            if complete:
+                answer = _read_query_answer(conn, self._how)
+            else:
+                answer = await anyio.to_thread.run_sync(
+                    _stream_query_answer, conn, self._how
+                )
+        except BaseException as exc:
+            self._failed(conn, exc)
+            raise
+        conn.pending = False
+        self._executed = statement
+        self._set(answer)
+
+    def _failed(self, conn: PooledConnection, exc: BaseException) -> None:
+        self._set((_NO_ROWS, None, -1, None, 0))  # no stale rows from before
+        if isinstance(exc, MySQLdb.Error):
+            if is_connection_broken(exc):
+                conn.broken = True  # its session is gone: nothing to KILL
+            else:
+                conn.pending = False  # the server answered: still in step
+        # Anything else (a cancellation) leaves it pending: closed, KILLed.
+
+    def _set(self, answer: _Answer) -> None:
+        (
+            self._rows,
+            self._result,
+            self.rowcount,
+            self.lastrowid,
+            self.warning_count,
+        ) = answer
+        self.rownumber = 0
+
+    # -- rows --------------------------------------------------------------------
+
+    def _check_executed(self) -> None:
+        self._conn()
+        if self._executed is None:
+            raise MySQLdb.ProgrammingError("execute() first")
+
+    async def fetchone(self) -> RowT | None:
+        self._check_executed()
+        if self.rownumber >= len(self._rows):
+            return None
+        row = self._rows[self.rownumber]
+        self.rownumber += 1
+        return row  # type: ignore[no-any-return]
+
+    async def fetchmany(self, size: int | None = None) -> list[RowT]:
+        self._check_executed()
+        end = self.rownumber + (size or self.arraysize)
+        rows = list(self._rows[self.rownumber : end])
+        self.rownumber = min(end, len(self._rows))
+        return rows
+
+    async def fetchall(self) -> list[RowT]:
+        self._check_executed()
+        rows = list(self._rows[self.rownumber :])
+        self.rownumber = len(self._rows)
+        return rows
+
+    async def scroll(self, value: int, mode: str = "relative") -> None:
+        self._check_executed()
+        if mode == "relative":
+            position = self.rownumber + value
+        elif mode == "absolute":
+            position = value
+        else:
+            raise MySQLdb.ProgrammingError(f"unknown scroll mode {mode!r}")
+        if not 0 <= position < len(self._rows):
+            raise IndexError("out of range")
+        self.rownumber = position
+
+    def __aiter__(self) -> AsyncPoolCursor[RowT]:
+        return self
+
+    async def __anext__(self) -> RowT:
+        row = await self.fetchone()
+        if row is None:
+            raise StopAsyncIteration
+        return row

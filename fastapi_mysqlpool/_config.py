@@ -1,0 +1,113 @@
+"""Connection settings: a ``MySQLdb.connect`` kwargs dict or a ``mysql://`` URL."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+DEFAULT_CHARSET = "utf8mb4"
+#: Seconds; MySQLdb waits forever for an unreachable host without it.
+DEFAULT_CONNECT_TIMEOUT = 5
+
+_SCHEMES = {"mysql", "mariadb", "mysql+mysqldb", "mariadb+mysqldb"}
+_SECRET_KEYS = frozenset({"password", "passwd"})
+_INT_PARAMS = frozenset(
+    {"port", "connect_timeout", "read_timeout", "write_timeout", "client_flag"}
+)
+_BOOL_PARAMS = frozenset({"autocommit", "local_infile", "compress", "use_unicode"})
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConnectConfig(dict[str, Any]):
+    """``MySQLdb.connect`` keyword arguments whose repr never shows the password."""
+
+    def __repr__(self) -> str:
+        shown = {k: "***" if k in _SECRET_KEYS else v for k, v in self.items()}
+        return f"ConnectConfig({shown!r})"
+
+    __str__ = __repr__
+
+    @property
+    def target(self) -> str:
+        """``user@host:port/database`` (or the socket path): safe for messages."""
+        user = self.get("user", "")
+        socket = self.get("unix_socket")
+        if socket:
+            where = str(socket)
+        else:
+            where = f"{self.get('host', 'localhost')}:{self.get('port', 3306)}"
+        database = self.get("database", self.get("db"))
+        return f"{user}@{where}" + (f"/{database}" if database else "")
+
+
+def make_config(cfg: Mapping[str, Any] | str) -> ConnectConfig:
+    """Normalise *cfg* and add the defaults a user expects."""
+    if isinstance(cfg, str):
+        params = parse_url(cfg)
+    elif isinstance(cfg, Mapping):
+        params = dict(cfg)
+    else:
+        raise TypeError(
+            "cfg must be a dict of MySQLdb.connect arguments or a mysql:// URL, "
+            f"not {type(cfg).__name__}"
+        )
+    params.setdefault("charset", DEFAULT_CHARSET)
+    params.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    # The pool's commit/rollback contract needs real transactions.
+    params.setdefault("autocommit", False)
+    return ConnectConfig(params)
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """``mysql://user:password@host:port/database?charset=utf8mb4&...``"""
+    parts = urlsplit(url)
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        # A password with an unescaped "/", "?" or "#" splits there: the rest
+        # would be read as the database or parameters, and shown in messages.
+        raise ValueError(
+            "invalid database URL: percent-encode special characters in the "
+            "user and password (quote_plus)"
+        )
+    if parts.scheme not in _SCHEMES:
+        # Never echo the URL: it may carry the password.
+        raise ValueError(
+            f"unsupported database URL scheme {parts.scheme!r}; "
+            f"expected one of {sorted(_SCHEMES)}"
+        )
+    params: dict[str, Any] = {}
+    if parts.username:
+        params["user"] = unquote(parts.username)
+    if parts.password is not None:
+        params["password"] = unquote(parts.password)
+    if parts.hostname:
+        params["host"] = parts.hostname
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("invalid port in database URL") from None
+    if port is not None:
+        params["port"] = port
+    database = unquote(parts.path.lstrip("/"))
+    if database:
+        params["database"] = database
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        params[key] = _convert(key, value)
+    return params
+
+
+def _convert(key: str, value: str) -> Any:
+    if key in _INT_PARAMS:
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"URL parameter {key!r} must be an integer") from None
+    if key in _BOOL_PARAMS:
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(f"URL parameter {key!r} must be a boolean")
+    return value

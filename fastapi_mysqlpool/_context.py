@@ -1,0 +1,77 @@
+"""Which pool serves the current request, task or app."""
+
+from __future__ import annotations
+
+import weakref
+from contextvars import ContextVar
+from typing import Any
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._pool import Pool
+
+_SCOPE_KEY = "fastapi_mysqlpool.pool"
+# Set per request, so add_pool_task() finds the pool without being handed one.
+_current_pool: ContextVar[Pool | None] = ContextVar("fastapi_mysqlpool", default=None)
+_app_pools: weakref.WeakKeyDictionary[Any, Pool] = weakref.WeakKeyDictionary()
+
+_NO_POOL = (
+    "no MySQL pool here: create the app with "
+    "FastAPI(lifespan=mysql_pool_lifespan(cfg)) and run it with its lifespan "
+    "(uvicorn does; in tests, use `with TestClient(app)`)"
+)
+
+
+class BindPool:
+    """Outermost ASGI wrapper: marks each request with the app's pool."""
+
+    def __init__(self, app: ASGIApp, pool: Pool) -> None:
+        self.app = app  # `app`: the name middleware-stack walkers follow
+        self.pool = pool
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        scope[_SCOPE_KEY] = self.pool
+        token = _current_pool.set(self.pool)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _current_pool.reset(token)
+
+
+def register(app: Any, pool: Pool) -> None:
+    _app_pools[app] = pool
+
+
+def unregister(app: Any, pool: Pool) -> None:
+    if _app_pools.get(app) is pool:
+        del _app_pools[app]
+
+
+def current_pool() -> Pool | None:
+    """The pool of the request being served in this context, if any."""
+    return _current_pool.get()
+
+
+def pool_of(conn: HTTPConnection) -> Pool:
+    pool = conn.scope.get(_SCOPE_KEY)
+    if pool is None:
+        raise RuntimeError(_NO_POOL)
+    return pool  # type: ignore[no-any-return]
+
+
+def get_pool(request_or_app: Any) -> Pool:
+    """The pool of an app started with ``mysql_pool_lifespan``.
+
+    Pass a ``Request`` or ``WebSocket`` (the app that serves it, mounts
+    included) or the app itself. Raises ``RuntimeError`` if there is none.
+    """
+    if isinstance(request_or_app, HTTPConnection):
+        return pool_of(request_or_app)
+    pool = _app_pools.get(request_or_app)
+    if pool is None:
+        raise RuntimeError(_NO_POOL)
+    return pool

@@ -1,0 +1,129 @@
+"""Exceptions, and the one place that maps MySQL errors to what they mean.
+
+The pool raises mysqlclient-pool's two errors (or subclasses of them), so code
+written against ``ConnectionPool`` keeps working::
+
+    ConnectionError
+    ├── ConnectionPool.DrainedError       no connection: server down or unreachable
+    │   └── PoolClosed                    the pool is closed (app shutting down)
+    ├── ConnectionRefusedError
+    │   └── ConnectionPool.OverflowError  the server refused: too many connections
+    │       └── PoolTimeout               none free within acquire_timeout
+    └── PoolStartupError                  startup could not open the first connections
+    MySQLdb.InterfaceError
+    └── CursorReleasedError               cursor used after its connection went back
+
+Every database error a client can see is one of three :class:`ErrorKind` s.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import MySQLdb
+from mysqlclient_pool import ConnectionPool
+
+DrainedError = ConnectionPool.DrainedError
+BusyError = ConnectionPool.OverflowError  # not the builtin OverflowError
+
+
+class PoolClosed(DrainedError):
+    """The pool is closed: the app is shutting down or has shut down."""
+
+    def __init__(self, message: str = "the connection pool is closed") -> None:
+        ConnectionError.__init__(self, message)
+
+
+class PoolTimeout(BusyError):
+    """No connection became free within ``acquire_timeout``."""
+
+    def __init__(self, message: str) -> None:
+        ConnectionRefusedError.__init__(self, message)
+
+
+class PoolStartupError(ConnectionError):
+    """Startup could not open the pool's first connections within ``timeout``."""
+
+
+class CursorReleasedError(MySQLdb.InterfaceError):
+    """A cursor was used after its request or task gave its connection back."""
+
+
+class ErrorKind(enum.IntEnum):
+    """The stable ``code`` of an error response."""
+
+    ERROR = 0
+    UNAVAILABLE = 1
+    BUSY = 2
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+    @property
+    def status_code(self) -> int:
+        return 500 if self is ErrorKind.ERROR else 503
+
+
+_MESSAGES = {
+    ErrorKind.ERROR: "Something Went Wrong",
+    ErrorKind.UNAVAILABLE: "Database Server Is Not Available",
+    ErrorKind.BUSY: "Database Server Is Busy",
+}
+
+#: ER_CON_COUNT_ERROR, ER_TOO_MANY_USER_CONNECTIONS, ER_USER_LIMIT_REACHED.
+BUSY_ERRNOS = frozenset({1040, 1203, 1226})
+
+#: The server is unreachable or the connection died (CR_* client errors 2001-2006,
+#: 2013 lost, 2026 SSL, 2055 lost at handshake; shutdown in progress 1053, aborted
+#: 1152/1184, net read/write interrupted 1159/1161, MariaDB's ER_CONNECTION_KILLED
+#: 1927, ER_CLIENT_INTERACTION_TIMEOUT 4031 after wait_timeout).
+UNAVAILABLE_ERRNOS = frozenset(
+    {2001, 2002, 2003, 2004, 2005, 2006, 2013, 2026, 2055}
+    | {1053, 1152, 1159, 1161, 1184, 1927, 4031}
+)
+
+#: ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR, ER_BAD_DB_ERROR,
+#: ER_ACCESS_DENIED_NO_PASSWORD_ERROR: retrying the login cannot help.
+LOGIN_ERRNOS = frozenset({1044, 1045, 1049, 1698})
+
+# CR_* client errors: whatever the cause, the protocol state is unknown.
+_CLIENT_ERRNOS = range(2000, 3000)
+# Server errors after which the server closes the session (packet too large...).
+_FATAL_SERVER_ERRNOS = frozenset({1053, 1152, 1153, 1159, 1161, 1184, 1927, 4031})
+
+
+def errno_of(exc: BaseException) -> int | None:
+    """The MySQL error number of a MySQLdb error, if it carries one."""
+    if isinstance(exc, MySQLdb.Error) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None
+
+
+def classify(exc: BaseException) -> ErrorKind | None:
+    """What *exc* means to a client; ``None`` if it is no database error."""
+    if isinstance(exc, BusyError):
+        return ErrorKind.BUSY
+    if isinstance(exc, (DrainedError, PoolStartupError)):
+        return ErrorKind.UNAVAILABLE
+    if not isinstance(exc, MySQLdb.Error):
+        return None
+    errno = errno_of(exc)
+    if errno in BUSY_ERRNOS:
+        return ErrorKind.BUSY
+    if errno in UNAVAILABLE_ERRNOS:
+        return ErrorKind.UNAVAILABLE
+    return ErrorKind.ERROR
+
+
+def is_connection_broken(exc: BaseException) -> bool:
+    """True if the connection that raised *exc* must not be reused."""
+    errno = errno_of(exc)
+    if errno is None:
+        # No number: raised by Python code (CursorReleasedError, "cursor
+        # closed"...), which never touched the connection.
+        return False
+    if errno == 0:
+        # mysqlclient's InterfaceError(0, "") for a connection in a bad state.
+        return isinstance(exc, MySQLdb.InterfaceError)
+    return errno in _CLIENT_ERRNOS or errno in _FATAL_SERVER_ERRNOS

@@ -1,0 +1,252 @@
+"""Lending a connection: the lease behind every cursor the pool hands out."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import MySQLdb
+from MySQLdb.cursors import BaseCursor
+
+from . import _aio
+from ._async_cursor import AsyncPoolCursor
+from ._connection import PooledConnection
+from ._errors import is_connection_broken
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+#: Bound on the rollback of a request that failed or was cancelled; past it the
+#: connection is closed, and the server rolls back by itself.
+RESET_TIMEOUT = 5.0
+
+
+class Lease:
+    """One borrowed connection and the cursor lent on it, until given back.
+
+    A connection borrowed on the event loop is lent *unchecked*: the check
+    (a poll of the socket, a round trip after idling) runs just before the
+    first statement, in the thread or task that runs it, and a dead connection
+    is then swapped for a live one that nothing has used yet. A lease that ran
+    no statement ends without COMMIT or ROLLBACK: there is no transaction.
+    """
+
+    __slots__ = ("conn", "cursor", "pool")
+
+    def __init__(self, pool: Pool, conn: PooledConnection) -> None:
+        self.pool = pool
+        self.conn: PooledConnection | None = conn
+        conn.used = False
+        self.cursor: Any = None
+
+    @classmethod
+    def of_cursor(
+        cls,
+        pool: Pool,
+        conn: PooledConnection,
+        cursor_class: type[BaseCursor],
+        checked: bool,
+    ) -> Lease:
+        """A lease lending a MySQLdb cursor (blocking queries: for threads)."""
+        lease = cls(pool, conn)
+        lease.cursor = conn.cursor(cursor_class)
+        if not checked:
+            lease.cursor.before_first_statement = lease.check
+        return lease
+
+    @classmethod
+    def of_async_cursor(
+        cls, pool: Pool, conn: PooledConnection, dict_rows: bool, checked: bool
+    ) -> Lease:
+        """A lease lending an :class:`AsyncPoolCursor` (for the event loop)."""
+        lease = cls(pool, conn)
+        lease.cursor = AsyncPoolCursor(lease, dict_rows, checked)
+        return lease
+
+    # -- the first statement's check ------------------------------------------
+
+    def check(self) -> None:
+        """Check the connection (blocking: in the first statement's thread)."""
+        conn = self.conn
+        if conn is None or conn.used or self.pool._alive(conn):
+            return
+        self._discard_dead(conn)
+        replacement = self.pool._acquire(self.pool.acquire_timeout)
+        replacement.used = False
+        self.conn = self.cursor.connection = replacement
+
+    async def acheck(self) -> PooledConnection:
+        """Check the connection without blocking the loop; the one to use."""
+        conn = self.conn
+        assert conn is not None
+        if conn.used or await self.pool._aalive(conn):
+            return conn
+        self._discard_dead(conn)
+        replacement = await self.pool._aacquire(self.pool.acquire_timeout)
+        replacement.used = False
+        self.conn = replacement
+        return replacement
+
+    def _discard_dead(self, conn: PooledConnection) -> None:
+        self.pool._checkin(conn, reusable=False, failed=True)
+        self.conn = None  # if no replacement comes, nothing is left to give back
+
+    async def adrain(self, conn: PooledConnection, leftover: Any = None) -> None:
+        """Read and drop results left unread (in a thread: they may be slow)."""
+        conn.pending = True
+        await anyio.to_thread.run_sync(_drain, conn, leftover)
+        conn.pending = False
+
+    # -- the end -------------------------------------------------------------------
+
+    def _release(self) -> tuple[PooledConnection, Any] | None:
+        """Take the connection back, (connection, unread result); from now on
+        the cursor refuses any use."""
+        conn = self.conn
+        self.conn = None
+        leftover = self.cursor.release()  # bookkeeping only: no I/O, no error
+        return None if conn is None else (conn, leftover)
+
+    def finish(self, exc: BaseException | None, commit: bool = True) -> None:
+        """End the lease from a thread: commit (or roll back), give back."""
+        released = self._release()
+        if released is None:
+            return
+        conn, leftover = released
+        if exc is not None:
+            # Rolling back may first mean reading results without limit: then
+            # close the connection instead (the server rolls back by itself).
+            reusable = (
+                leftover is None
+                and not conn.more_results()
+                and not is_connection_broken(exc)
+                and (not conn.used or _rollback_quietly(conn))
+            )
+            self.pool._checkin(conn, reusable)
+            return
+        try:
+            if leftover is not None or conn.more_results():
+                _drain(conn, leftover)
+            if conn.used:
+                conn.commit() if commit else conn.rollback()
+        except BaseException:
+            # After a failed COMMIT the transaction's fate is the server's:
+            # never hand that session to someone else.
+            self.pool._checkin(conn, reusable=False)
+            raise
+        self.pool._checkin(conn, reusable=True)
+
+    async def afinish(self, exc: BaseException | None) -> None:
+        """:meth:`finish` on the event loop: nothing in it blocks the loop."""
+        released = self._release()
+        if released is None:
+            return
+        conn, leftover = released
+        if conn.pending:
+            # A statement was cut off (cancelled) before its answer was read: a
+            # ROLLBACK or COMMIT sent now would read that answer as its own.
+            # Closed instead; its session is KILLed, which rolls back.
+            self.pool._checkin(conn, reusable=False)
+            if exc is None:  # the cancellation was swallowed: no 2xx for this
+                raise _aio.in_progress()
+            return
+        if exc is None:
+            try:
+                if leftover is not None or conn.more_results():
+                    with anyio.CancelScope(shield=True):
+                        await self.adrain(conn, leftover)
+                if conn.used:
+                    # Shielded: a cancellation now must not cut the COMMIT in
+                    # two (sent, its answer unread), leaving it in doubt.
+                    await _aio.query(conn, b"COMMIT", shield=True)
+            except BaseException:
+                # A failed COMMIT leaves the connection pending: its
+                # transaction's fate is the server's, so that session goes to
+                # no one else (as in finish()). A cancellation that came while
+                # the answer was awaited, after it was read, does not.
+                self.pool._checkin(conn, reusable=not conn.pending)
+                raise
+            self.pool._checkin(conn, reusable=True)
+            return
+        if is_connection_broken(exc) or leftover is not None or conn.more_results():
+            self.pool._checkin(conn, reusable=False)  # as in finish()
+            return
+        try:
+            if conn.used:
+                # Shielded so a cancelled request still rolls back, but
+                # bounded: past RESET_TIMEOUT the connection is closed and its
+                # session KILLed, which rolls back.
+                with anyio.move_on_after(RESET_TIMEOUT, shield=True):
+                    with contextlib.suppress(MySQLdb.Error):
+                        await _aio.rollback(conn)
+        finally:
+            # A failed or cut-off rollback leaves conn.pending set: not reused.
+            self.pool._checkin(conn, reusable=True)
+
+    async def __aenter__(self) -> Lease:
+        # Not entered with `async with`: defined so that a lease is an async
+        # context manager for AsyncExitStack.push_async_exit (see __aexit__).
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # So AsyncExitStack.push_async_exit(lease) takes its fast path: a bound
+        # method would first fail a lookup of __aexit__ (an exception per call).
+        await self.afinish(exc)
+
+
+def _rollback_quietly(conn: PooledConnection) -> bool:
+    try:
+        conn.rollback()
+    except Exception:
+        return False
+    return True
+
+
+def _drain(conn: PooledConnection, leftover: Any) -> None:
+    """Read and drop what a cursor left: unread rows, further result sets."""
+    if leftover is not None:
+        leftover.discard()
+    while conn.next_result() == 0:
+        conn.discard_result()
+
+
+class AsyncLease:
+    """``async with``: a cursor on a connection of its own, given back at the end
+    (see :meth:`Pool.lease` and :meth:`Pool.cursor`)."""
+
+    __slots__ = ("_lease", "_make", "_pool")
+
+    def __init__(
+        self, pool: Pool, make: Callable[[Pool, PooledConnection], Lease]
+    ) -> None:
+        self._pool = pool
+        self._make = make
+
+    async def __aenter__(self) -> Any:
+        pool = self._pool
+        conn = pool.take_idle() or await pool._aacquire(
+            pool.acquire_timeout, check=False
+        )
+        try:
+            self._lease = self._make(pool, conn)
+        except BaseException:
+            pool._checkin(conn, reusable=False)
+            raise
+        return self._lease.cursor
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._lease.afinish(exc)
