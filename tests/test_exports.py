@@ -1,0 +1,42 @@
+"""The public surface: what `import fastapi_mysqlpool` offers, and nothing else."""
+
+from __future__ import annotations
+
+import fastapi_mysqlpool
+
+PUBLIC = {
+    "AsyncCursor",
+    "AsyncDictCursor",
+    "AsyncPoolCursor",
+    "Cursor",
+    "CursorReleasedError",
+    "DictCursor",
+    "ErrorKind",
+    "Pool",
+    "PoolClosed",
+    "PoolStartupError",
+    "PoolStats",
+    "PoolTimeout",
+    "add_pool_task",
+    "get_async_cursor",
+    "get_async_dict_cursor",
+    "get_cursor",
+    "get_dict_cursor",
+    "get_pool",
+    "mysql_pool_lifespan",
+}
+
+
+def test_exported_names() -> None:
+    assert set(fastapi_mysqlpool.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert hasattr(fastapi_mysqlpool, name), name
+
+
+def test_public_objects_belong_to_the_package() -> None:
+    for name in PUBLIC - {"Cursor", "DictCursor", "AsyncCursor", "AsyncDictCursor"}:
+        assert getattr(fastapi_mysqlpool, name).__module__ == "fastapi_mysqlpool"
+
+
+def test_version_is_a_string() -> None:
+    assert fastapi_mysqlpool.__version__.count(".") == 2
