@@ -1,0 +1,209 @@
+"""The benchmarked apps: one FastAPI app per variant, all serving the same routes.
+
+    GET /item/{id}  primary-key lookup on `bench_items`, returns the row
+    GET /slow       `SELECT SLEEP(0.2)`, run the same way the variant runs queries
+
+Start one with (the runner does this for you):
+
+    BENCH_VARIANT=seed BENCH_DB_URL=mysql://root@127.0.0.1:3306/test \\
+        uvicorn benchmarks.apps:create_app --factory
+
+Each builder is written out in full rather than sharing helpers: the point of a
+variant is to be the literal pattern a user would write, so it should read as one.
+Imports of optional dependencies live inside the builders, so a variant whose
+imports fail (e.g. `lib_async` before the library has it) fails alone.
+"""
+
+# No `from __future__ import annotations` here: FastAPI resolves string annotations
+# in module globals, where the builders' local dependencies do not exist.
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+
+from benchmarks.db import parse_url
+
+ITEM_SQL = "SELECT id, name, value FROM bench_items WHERE id=%s"
+SLOW_SQL = "SELECT SLEEP(0.2)"
+POOL_SIZE = 32
+
+Config = dict[str, Any]
+
+
+def _mysqlclient_pool_lifespan(cfg: Config) -> Callable[[FastAPI], Any]:
+    """The seed article's lifespan: a mysqlclient-pool stored on `app.state`."""
+    from mysqlclient_pool import ConnectionPool
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = ConnectionPool(cfg, size=POOL_SIZE)
+        try:
+            yield
+        finally:
+            app.state.pool.close()
+
+    return lifespan
+
+
+def build_seed(cfg: Config) -> FastAPI:
+    """Baseline: sync routes, `with pool.fetch() as cursor` inline (commits on exit)."""
+    app = FastAPI(lifespan=_mysqlclient_pool_lifespan(cfg))
+
+    @app.get("/item/{id}")
+    def read(id: int, request: Request) -> Any:
+        with request.app.state.pool.fetch() as cursor:
+            cursor.execute(ITEM_SQL, (id,))
+            return cursor.fetchone()
+
+    @app.get("/slow")
+    def slow(request: Request) -> Any:
+        with request.app.state.pool.fetch() as cursor:
+            cursor.execute(SLOW_SQL)
+            return cursor.fetchone()
+
+    return app
+
+
+def build_naive_dep(cfg: Config) -> FastAPI:
+    """The seed pool behind a sync generator dependency.
+
+    FastAPI runs the generator's enter and exit as two separate thread-pool hops
+    (and the route body as a third), which is the overhead this variant shows.
+    """
+    app = FastAPI(lifespan=_mysqlclient_pool_lifespan(cfg))
+
+    def get_cur(request: Request) -> Iterator[Any]:
+        with request.app.state.pool.fetch() as cur:
+            yield cur
+
+    @app.get("/item/{id}")
+    def read(id: int, cursor: Annotated[Any, Depends(get_cur)]) -> Any:
+        cursor.execute(ITEM_SQL, (id,))
+        return cursor.fetchone()
+
+    @app.get("/slow")
+    def slow(cursor: Annotated[Any, Depends(get_cur)]) -> Any:
+        cursor.execute(SLOW_SQL)
+        return cursor.fetchone()
+
+    return app
+
+
+def build_seed_async_blocking(cfg: Config) -> FastAPI:
+    """The seed pattern pasted into `async def` routes: blocks the event loop."""
+    app = FastAPI(lifespan=_mysqlclient_pool_lifespan(cfg))
+
+    @app.get("/item/{id}")
+    async def read(id: int, request: Request) -> Any:
+        with request.app.state.pool.fetch() as cursor:
+            cursor.execute(ITEM_SQL, (id,))
+            return cursor.fetchone()
+
+    @app.get("/slow")
+    async def slow(request: Request) -> Any:
+        with request.app.state.pool.fetch() as cursor:
+            cursor.execute(SLOW_SQL)
+            return cursor.fetchone()
+
+    return app
+
+
+def build_asyncmy(cfg: Config) -> FastAPI:
+    """A raw asyncmy pool in async routes: the native-async reference point."""
+    import asyncmy
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await asyncmy.create_pool(
+            minsize=POOL_SIZE, maxsize=POOL_SIZE, **cfg
+        )
+        try:
+            yield
+        finally:
+            app.state.pool.close()
+            await app.state.pool.wait_closed()
+
+    app = FastAPI(lifespan=lifespan)
+
+    # Every variant commits once per request (mysqlclient-pool's fetch() does), so
+    # this one does too, to compare the same round trips.
+    @app.get("/item/{id}")
+    async def read(id: int, request: Request) -> Any:
+        async with request.app.state.pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute(ITEM_SQL, (id,))
+                row = await cur.fetchone()
+            await conn.commit()
+        return row
+
+    @app.get("/slow")
+    async def slow(request: Request) -> Any:
+        async with request.app.state.pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute(SLOW_SQL)
+                row = await cur.fetchone()
+            await conn.commit()
+        return row
+
+    return app
+
+
+def build_lib_sync(cfg: Config) -> FastAPI:
+    """The library under test, sync path."""
+    from fastapi_mysqlpool import get_cursor, mysql_pool_lifespan
+
+    app = FastAPI(lifespan=mysql_pool_lifespan(cfg, size=POOL_SIZE))
+
+    @app.get("/item/{id}")
+    def read(id: int, cursor: Annotated[Any, Depends(get_cursor)]) -> Any:
+        cursor.execute(ITEM_SQL, (id,))
+        return cursor.fetchone()
+
+    @app.get("/slow")
+    def slow(cursor: Annotated[Any, Depends(get_cursor)]) -> Any:
+        cursor.execute(SLOW_SQL)
+        return cursor.fetchone()
+
+    return app
+
+
+def build_lib_async(cfg: Config) -> FastAPI:
+    """The library under test, async path (assumes the same lifespan as sync)."""
+    from fastapi_mysqlpool import get_async_cursor, mysql_pool_lifespan
+
+    app = FastAPI(lifespan=mysql_pool_lifespan(cfg, size=POOL_SIZE))
+
+    @app.get("/item/{id}")
+    async def read(id: int, cursor: Annotated[Any, Depends(get_async_cursor)]) -> Any:
+        await cursor.execute(ITEM_SQL, (id,))
+        return await cursor.fetchone()
+
+    @app.get("/slow")
+    async def slow(cursor: Annotated[Any, Depends(get_async_cursor)]) -> Any:
+        await cursor.execute(SLOW_SQL)
+        return await cursor.fetchone()
+
+    return app
+
+
+VARIANTS: dict[str, Callable[[Config], FastAPI]] = {
+    "seed": build_seed,
+    "naive_dep": build_naive_dep,
+    "seed_async_blocking": build_seed_async_blocking,
+    "asyncmy": build_asyncmy,
+    "lib_sync": build_lib_sync,
+    "lib_async": build_lib_async,
+}
+
+
+def build_app(variant: str, url: str) -> FastAPI:
+    """Build (but do not start) a variant's app; raises if its imports fail."""
+    # One kwargs dict for all: asyncmy accepts the same names as MySQLdb.connect.
+    return VARIANTS[variant](parse_url(url).mysqldb_kwargs())
+
+
+def create_app() -> FastAPI:
+    """uvicorn factory: the variant and database come from the environment."""
+    return build_app(os.environ["BENCH_VARIANT"], os.environ["BENCH_DB_URL"])
