@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
+import sys
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import MySQLdb
 from MySQLdb.cursors import BaseCursor
@@ -154,6 +158,12 @@ class Lease:
             if exc is None:  # the cancellation was swallowed: no 2xx for this
                 raise _aio.in_progress()
             return
+        if exc is None and conn.used and _cancellation_pending():
+            # Cancelled while its route ran in a thread (which anyio cannot
+            # stop): the route's answer will never be sent, so nothing of it
+            # is committed.
+            await self._areset(conn, leftover)
+            await _take_cancellation()
         if exc is None:
             try:
                 if leftover is not None or conn.more_results():
@@ -172,7 +182,14 @@ class Lease:
                 raise
             self.pool._checkin(conn, reusable=True)
             return
-        if is_connection_broken(exc) or leftover is not None or conn.more_results():
+        if is_connection_broken(exc):
+            self.pool._checkin(conn, reusable=False)  # as in finish()
+            return
+        await self._areset(conn, leftover)
+
+    async def _areset(self, conn: PooledConnection, leftover: Any) -> None:
+        """Roll back and give back (closed if that cannot be done quickly)."""
+        if leftover is not None or conn.more_results():
             self.pool._checkin(conn, reusable=False)  # as in finish()
             return
         try:
@@ -201,6 +218,24 @@ class Lease:
         # So AsyncExitStack.push_async_exit(lease) takes its fast path: a bound
         # method would first fail a lookup of __aexit__ (an exception per call).
         await self.afinish(exc)
+
+
+def _cancellation_pending() -> bool:
+    """True if the current task is cancelled but not yet told so: asyncio and
+    anyio deliver a cancellation at the task's next await."""
+    task = asyncio.current_task()
+    if task is not None and sys.version_info >= (3, 11) and task.cancelling():
+        return True
+    # -inf: a scope around this task was cancelled (anyio's public view of it).
+    return anyio.current_effective_deadline() == -math.inf
+
+
+async def _take_cancellation() -> NoReturn:
+    """Await until the pending cancellation is raised here."""
+    await asyncio.sleep(0)  # asyncio's task.cancel()
+    await anyio.lowlevel.checkpoint_if_cancelled()  # anyio's, once delivered
+    # Not reached; if it were, returning would let a 2xx follow a rollback.
+    raise anyio.get_cancelled_exc_class()()
 
 
 def _rollback_quietly(conn: PooledConnection) -> bool:

@@ -244,28 +244,26 @@ def test_client_disconnect_leaves_no_open_transaction(db: Database) -> None:
             assert client.post("/slow/2", timeout=5).status_code == 200
 
 
-def test_a_cancelled_request_rolls_back(db: Database) -> None:
-    """Cancellation (here a timeout middleware) is a BaseException: rollback.
+class Deadline:
+    """A request-timeout middleware: cancels the route after 0.2 s, answers 504."""
 
-    Only an async route can be interrupted: a sync one runs to its end in its
-    thread, and commits as usual (anyio cannot stop a thread).
-    """
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with anyio.move_on_after(0.2) as deadline:
+            await self.app(scope, receive, send)
+        if deadline.cancelled_caught:
+            await PlainTextResponse("timeout", 504)(scope, receive, send)
+
+
+def test_a_cancelled_request_rolls_back(db: Database) -> None:
+    """Cancellation is a BaseException: rollback, and the connection is reused."""
     table = db.create_table("rows", "id INT PRIMARY KEY")
     app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=1))
-
-    class Deadline:  # a request-timeout middleware: cancels the route
-        def __init__(self, app: Any) -> None:
-            self.app = app
-
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                await self.app(scope, receive, send)
-                return
-            with anyio.move_on_after(0.2) as deadline:
-                await self.app(scope, receive, send)
-            if deadline.cancelled_caught:
-                await PlainTextResponse("timeout", 504)(scope, receive, send)
-
     app.add_middleware(Deadline)
 
     @app.post("/slow/{id}")
@@ -281,6 +279,28 @@ def test_a_cancelled_request_rolls_back(db: Database) -> None:
         assert db.scalar(f"SELECT COUNT(*) FROM {table}") == 0
         assert pool.stats().closed == 0  # rolled back, so reused
         assert client.post("/slow/2").status_code == 504
+
+
+def test_a_cancelled_sync_route_runs_to_its_end_then_rolls_back(db: Database) -> None:
+    """anyio cannot stop a thread: the route finishes, but its answer is lost."""
+    table = db.create_table("rows", "id INT PRIMARY KEY")
+    app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=1))
+    app.add_middleware(Deadline)
+    finished = threading.Event()
+
+    @app.post("/slow/{id}")
+    def slow(id: int, cursor: Cursor) -> None:
+        time.sleep(0.5)  # outlasts the deadline: what is under test
+        cursor.execute(f"INSERT INTO {table} (id) VALUES (%s)", (id,))
+        finished.set()
+
+    with TestClient(app) as client:
+        assert client.post("/slow/1").status_code == 504
+        assert finished.is_set()  # the deadline waited for the thread
+        pool = get_pool(app)
+        wait_until(lambda: pool.stats().idle == 1)
+        assert db.open_transactions() == 0
+        assert db.scalar(f"SELECT COUNT(*) FROM {table}") == 0
 
 
 def test_shutdown_lets_requests_in_flight_finish_then_closes_all(
