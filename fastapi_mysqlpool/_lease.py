@@ -158,10 +158,16 @@ class Lease:
             if exc is None:  # the cancellation was swallowed: no 2xx for this
                 raise _aio.in_progress()
             return
-        if exc is None and conn.used and _cancellation_pending():
+        if (
+            exc is None
+            and conn.used
+            and not isinstance(self.cursor, AsyncPoolCursor)
+            and _cancellation_pending()
+        ):
             # Cancelled while its route ran in a thread (which anyio cannot
             # stop): the route's answer will never be sent, so nothing of it
-            # is committed.
+            # is committed. (Async code is told at its next await; checking
+            # for it here too would cost every request three syscalls.)
             await self._areset(conn, leftover)
             await _take_cancellation()
         if exc is None:
