@@ -51,16 +51,15 @@ _Answer = tuple[Sequence[Any], Any, int, int | None, int]
 _NO_ROWS: Sequence[Any] = ()
 
 
+def _no_result(conn: PooledConnection) -> _Answer:
+    """The answer to a statement without a result set (INSERT, UPDATE...)."""
+    return _NO_ROWS, None, conn.affected_rows(), conn.insert_id(), conn.warning_count()
+
+
 def _read_answer(conn: PooledConnection, how: int) -> _Answer:
     """The current statement's answer, already all here: read on the loop."""
     if not conn.field_count():
-        return (
-            _NO_ROWS,
-            None,
-            conn.affected_rows(),
-            conn.insert_id(),
-            conn.warning_count(),
-        )
+        return _no_result(conn)
     result = conn.store_result()
     rows = result.fetch_row(0, how)
     return rows, result, conn.affected_rows(), conn.insert_id(), conn.warning_count()
@@ -74,13 +73,7 @@ def _stream_answer(conn: PooledConnection, how: int) -> _Answer:
     reading it there. use_result() lets go of the GIL around each row it reads.
     """
     if not conn.field_count():
-        return (
-            _NO_ROWS,
-            None,
-            conn.affected_rows(),
-            conn.insert_id(),
-            conn.warning_count(),
-        )
+        return _no_result(conn)
     result = conn.use_result()
     rows = result.fetch_row(0, how)
     return rows, result, len(rows), conn.insert_id(), conn.warning_count()

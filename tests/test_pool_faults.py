@@ -14,11 +14,11 @@ import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
 
 from fastapi_mysqlpool import Cursor, Pool, get_pool, mysql_pool_lifespan
 
+from .middleware import Deadline
 from .servers import Database, serve
 from .test_pool import wait_until
 
@@ -244,27 +244,11 @@ def test_client_disconnect_leaves_no_open_transaction(db: Database) -> None:
             assert client.post("/slow/2", timeout=5).status_code == 200
 
 
-class Deadline:
-    """A request-timeout middleware: cancels the route after 0.2 s, answers 504."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        with anyio.move_on_after(0.2) as deadline:
-            await self.app(scope, receive, send)
-        if deadline.cancelled_caught:
-            await PlainTextResponse("timeout", 504)(scope, receive, send)
-
-
 def test_a_cancelled_request_rolls_back(db: Database) -> None:
     """Cancellation is a BaseException: rollback, and the connection is reused."""
     table = db.create_table("rows", "id INT PRIMARY KEY")
     app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=1))
-    app.add_middleware(Deadline)
+    app.add_middleware(Deadline, seconds=0.2)
 
     @app.post("/slow/{id}")
     async def slow(id: int, cursor: Cursor) -> None:
@@ -285,7 +269,7 @@ def test_a_cancelled_sync_route_runs_to_its_end_then_rolls_back(db: Database) ->
     """anyio cannot stop a thread: the route finishes, but its answer is lost."""
     table = db.create_table("rows", "id INT PRIMARY KEY")
     app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=1))
-    app.add_middleware(Deadline)
+    app.add_middleware(Deadline, seconds=0.2)
     finished = threading.Event()
 
     @app.post("/slow/{id}")
