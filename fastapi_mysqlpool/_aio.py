@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import types
+from collections.abc import Generator
 
 import anyio
 import MySQLdb
@@ -19,7 +21,7 @@ from ._connection import PooledConnection
 #: a quick answer (a COMMIT, a primary-key lookup) usually arrives within them,
 #: and a look costs one syscall that keeps the GIL, while registering and
 #: unregistering cost two that release it, and more Python (see _socket).
-_LOOKS = 4
+LOOKS = 4
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -32,16 +34,27 @@ def _expire(future: asyncio.Future[None]) -> None:
         future.set_exception(TimeoutError())
 
 
+@types.coroutine
+def next_iteration() -> Generator[None, None, None]:
+    """Let one loop iteration run: ``asyncio.sleep(0)`` without the coroutine
+    it wraps this in. A cancellation is raised here, as there."""
+    yield
+
+
 async def wait_readable(conn: PooledConnection, timeout: float | None) -> None:
     """Wait until *conn*'s socket has data (asyncio only: cheaper than anyio's
     generic path). Raises ``TimeoutError`` after *timeout* seconds (None: no
     limit)."""
     readable = conn.readable
-    for _ in range(_LOOKS):
-        await asyncio.sleep(0)  # one loop iteration: other tasks run meanwhile
+    for _ in range(LOOKS):
+        await next_iteration()  # other tasks run meanwhile
         if readable():
             return
-    fd = conn.fileno()
+    await wait_selector(conn.fileno(), timeout)
+
+
+async def wait_selector(fd: int, timeout: float | None) -> None:
+    """Wait until *fd* is readable, registered with the loop's selector."""
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     loop.add_reader(fd, _wake, future)

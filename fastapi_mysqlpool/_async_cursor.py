@@ -10,6 +10,7 @@ result sets and very large statements.
 
 from __future__ import annotations
 
+import ctypes
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -92,6 +93,27 @@ def _stream_query_answer(conn: PooledConnection, how: int) -> _Answer:
 def _stream_next_answer(conn: PooledConnection, how: int) -> _Answer:
     conn.next_result()
     return _stream_answer(conn, how)
+
+
+async def _answer_waiting(
+    conn: PooledConnection,
+) -> tuple[int, ctypes.Array[ctypes.c_char]]:
+    """Wait for the start of an answer, and look at what has come of it: (the
+    number of bytes, see :func:`peek`; the buffer holding them). Looking tells
+    whether anything has come too: one syscall where a poll and then a look
+    would be two."""
+    buffer = conn.peek_buffer(LOOP_READ_MAX)
+    fd = conn.fileno()
+    for _ in range(_aio.LOOKS):
+        await _aio.next_iteration()  # other tasks run meanwhile
+        size = peek(fd, buffer)
+        if size >= 0:
+            return size, buffer
+    try:
+        await _aio.wait_selector(fd, conn.read_timeout)
+    except TimeoutError:
+        raise _aio.lost(conn, conn.read_timeout) from None
+    return peek(fd, buffer), buffer
 
 
 class AsyncPoolCursor(Generic[RowT]):
@@ -296,17 +318,16 @@ class AsyncPoolCursor(Generic[RowT]):
                 await anyio.to_thread.run_sync(conn.send_query, statement)
             else:
                 conn.send_query(statement)
-            try:
-                await _aio.wait_readable(conn, conn.read_timeout)
-            except TimeoutError:
-                raise _aio.lost(conn, conn.read_timeout) from None
             if conn.plain_wire:
-                buffer = conn.peek_buffer(LOOP_READ_MAX)
-                size = peek(conn.fileno(), buffer)
-                complete = size < LOOP_READ_MAX and answer_complete(
+                size, buffer = await _answer_waiting(conn)
+                complete = 0 < size < LOOP_READ_MAX and answer_complete(
                     memoryview(buffer).cast("B")[:size]
                 )
             else:
+                try:
+                    await _aio.wait_readable(conn, conn.read_timeout)
+                except TimeoutError:
+                    raise _aio.lost(conn, conn.read_timeout) from None
                 complete = False
             if complete:
                 answer = _read_query_answer(conn, self._how)

@@ -31,13 +31,16 @@ _CHANGE_ANYWHERE = re.compile(
     rb";\s*" + _STATEMENT + rb"|\bINTO\s+@|:=", re.IGNORECASE | re.DOTALL
 )
 
+_SEMICOLON, _AT, _COLON = b";@:"
+
 
 def changes_session(statement: bytes | bytearray) -> bool:
     """True if *statement* may leave session state behind (see above)."""
     if _CHANGE_AT_START.match(statement):
         return True
-    # The scan of the whole text only when it may find something.
-    if b";" in statement or b"@" in statement or b":=" in statement:
+    # The scan of the whole text only when it may find something. (Looking
+    # for an int is a memchr; for b";", ten times slower.)
+    if _SEMICOLON in statement or _AT in statement or _COLON in statement:
         return _CHANGE_ANYWHERE.search(statement) is not None
     return False
 

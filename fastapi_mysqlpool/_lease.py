@@ -87,7 +87,11 @@ class Lease:
         """Check the connection without blocking the loop; the one to use."""
         conn = self.conn
         assert conn is not None
-        if conn.used or await self.pool._aalive(conn):
+        if conn.used:
+            return conn
+        # A glance first: a coroutine only when a round trip is needed.
+        alive = self.pool._alive_at_a_glance(conn)
+        if alive or (alive is None and await self.pool._aalive(conn)):
             return conn
         self._discard_dead(conn)
         replacement = await self.pool._aacquire(self.pool.acquire_timeout)

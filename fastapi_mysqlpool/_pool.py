@@ -538,13 +538,21 @@ class Pool(ConnectionPool):
                 return got
             self._checkin(got, reusable=False, failed=True)
 
-    def _alive(self, conn: PooledConnection) -> bool:
-        """Check an idle connection before use (blocking: for threads)."""
+    @staticmethod
+    def _alive_at_a_glance(conn: PooledConnection) -> bool | None:
+        """The check before use, short of a round trip: False if the server
+        closed the connection, True if it was in use too recently to need a
+        round trip, None if it needs one."""
         if conn.looks_dead():
             return False
         if time.monotonic() - conn.returned_at <= CHECK_IDLE_AFTER:
             return True
-        return conn.ping_within(CHECK_TIMEOUT)
+        return None
+
+    def _alive(self, conn: PooledConnection) -> bool:
+        """Check an idle connection before use (blocking: for threads)."""
+        alive = self._alive_at_a_glance(conn)
+        return conn.ping_within(CHECK_TIMEOUT) if alive is None else alive
 
     def take_idle(self) -> PooledConnection | None:
         """Borrowing's fast path, for the event loop: an idle connection, unchecked
@@ -563,10 +571,9 @@ class Pool(ConnectionPool):
 
     async def _aalive(self, conn: PooledConnection) -> bool:
         """:meth:`_alive` without blocking the loop."""
-        if conn.looks_dead():
-            return False
-        if time.monotonic() - conn.returned_at <= CHECK_IDLE_AFTER:
-            return True
+        alive = self._alive_at_a_glance(conn)
+        if alive is not None:
+            return alive
         try:
             await _aio.ping(conn, CHECK_TIMEOUT)
         except (MySQLdb.Error, TimeoutError):

@@ -86,13 +86,14 @@ _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 def peek(fd: int, buffer: ctypes.Array[ctypes.c_char]) -> int:
     """Copy what waits on *fd* (up to the buffer's size) into *buffer* without
-    consuming it; the number of bytes (0 for none, or an error)."""
+    consuming it; the number of bytes: 0 at the end of the stream, -1 if
+    nothing is there yet (or on an error, which a read will then report)."""
     if _recv is not None:
-        return max(0, _recv(fd, buffer, len(buffer), _PEEK))
+        return _recv(fd, buffer, len(buffer), _PEEK)
     sock = socket.socket(fileno=fd)  # pragma: no cover - without libc recv
     try:
         return sock.recv_into(memoryview(buffer).cast("B"), len(buffer), _PEEK)
     except OSError:
-        return 0
+        return -1
     finally:
         sock.detach()
