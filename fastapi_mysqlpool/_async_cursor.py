@@ -126,9 +126,24 @@ class AsyncPoolCursor(Generic[RowT]):
     its lease ends (the request, the task) the cursor refuses any use.
     """
 
-    arraysize = 1
+    __slots__ = (
+        "_checked",
+        "_closed",
+        "_executed",
+        "_how",
+        "_lease",
+        "_released",
+        "_result",
+        "_rows",
+        "arraysize",
+        "lastrowid",
+        "rowcount",
+        "rownumber",
+        "warning_count",
+    )
 
     def __init__(self, lease: Lease, dict_rows: bool = False, checked: bool = True):
+        self.arraysize = 1
         self._lease = lease
         self._how = 1 if dict_rows else 0
         self._checked = checked

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -219,15 +219,16 @@ class Lease:
         # context manager for AsyncExitStack.push_async_exit (see __aexit__).
         return self
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         # So AsyncExitStack.push_async_exit(lease) takes its fast path: a bound
         # method would first fail a lookup of __aexit__ (an exception per call).
-        await self.afinish(exc)
+        # Not a coroutine itself: it hands over afinish's (one less to run).
+        return self.afinish(exc)
 
 
 def _cancellation_pending() -> bool:
