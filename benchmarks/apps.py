@@ -188,6 +188,60 @@ def build_lib_async(cfg: Config) -> FastAPI:
     return app
 
 
+# Diagnostic variants, for benchmarks/instructions.py: they split the
+# difference between lib_async and asyncmy.
+
+
+def build_nodep(cfg: Config) -> FastAPI:
+    """lib_async without the dependency: the cursor taken in the route."""
+    from fastapi_mysqlpool import get_pool, mysql_pool_lifespan
+
+    app = FastAPI(lifespan=mysql_pool_lifespan(cfg, size=POOL_SIZE))
+
+    @app.get("/item/{id}")
+    async def read(id: int, request: Request) -> Any:
+        async with get_pool(request).cursor() as cursor:
+            await cursor.execute(ITEM_SQL, (id,))
+            return await cursor.fetchone()
+
+    return app
+
+
+async def _nothing(request: Request) -> None:
+    """A dependency that does nothing: what FastAPI's injection costs alone."""
+
+
+def build_asyncmy_dep(cfg: Config) -> FastAPI:
+    """asyncmy, plus one trivial dependency."""
+    import asyncmy
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await asyncmy.create_pool(
+            minsize=POOL_SIZE, maxsize=POOL_SIZE, **cfg
+        )
+        try:
+            yield
+        finally:
+            app.state.pool.close()
+            await app.state.pool.wait_closed()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/item/{id}")
+    async def read(
+        id: int, request: Request, _: Annotated[None, Depends(_nothing)]
+    ) -> Any:
+        async with request.app.state.pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute(ITEM_SQL, (id,))
+                row = await cur.fetchone()
+            await conn.commit()
+        return row
+
+    return app
+
+
 VARIANTS: dict[str, Callable[[Config], FastAPI]] = {
     "seed": build_seed,
     "naive_dep": build_naive_dep,
@@ -195,6 +249,8 @@ VARIANTS: dict[str, Callable[[Config], FastAPI]] = {
     "asyncmy": build_asyncmy,
     "lib_sync": build_lib_sync,
     "lib_async": build_lib_async,
+    "nodep": build_nodep,
+    "asyncmy_dep": build_asyncmy_dep,
 }
 
 
