@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
-import sys
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -171,7 +169,7 @@ class Lease:
             # Cancelled while its route ran in a thread (which anyio cannot
             # stop): the route's answer will never be sent, so nothing of it
             # is committed. (Async code is told at its next await; checking
-            # for it here too would cost every request three syscalls.)
+            # for it here too would cost every request a few microseconds.)
             await self._areset(conn, leftover)
             await _take_cancellation()
         if exc is None:
@@ -232,19 +230,16 @@ class Lease:
 
 
 def _cancellation_pending() -> bool:
-    """True if the current task is cancelled but not yet told so: asyncio and
-    anyio deliver a cancellation at the task's next await."""
-    task = asyncio.current_task()
-    if task is not None and sys.version_info >= (3, 11) and task.cancelling():
-        return True
-    # -inf: a scope around this task was cancelled (anyio's public view of it).
+    """True if a cancel scope around this task (a timeout, Starlette's task
+    groups) was cancelled, though the task is only told at its next await.
+    (A plain ``task.cancel()`` interrupts the await on the route's thread, so
+    the lease sees that one as its exception.)"""
     return anyio.current_effective_deadline() == -math.inf
 
 
 async def _take_cancellation() -> NoReturn:
     """Await until the pending cancellation is raised here."""
-    await asyncio.sleep(0)  # asyncio's task.cancel()
-    await anyio.lowlevel.checkpoint_if_cancelled()  # anyio's, once delivered
+    await anyio.lowlevel.checkpoint_if_cancelled()
     # Not reached; if it were, returning would let a 2xx follow a rollback.
     raise anyio.get_cancelled_exc_class()()
 
