@@ -110,8 +110,8 @@ def build_seed_async_blocking(cfg: Config) -> FastAPI:
     return app
 
 
-def build_asyncmy(cfg: Config) -> FastAPI:
-    """A raw asyncmy pool in async routes: the native-async reference point."""
+def _asyncmy_lifespan(cfg: Config) -> Callable[[FastAPI], Any]:
+    """A raw asyncmy pool on `app.state`."""
     import asyncmy
 
     @asynccontextmanager
@@ -125,7 +125,12 @@ def build_asyncmy(cfg: Config) -> FastAPI:
             app.state.pool.close()
             await app.state.pool.wait_closed()
 
-    app = FastAPI(lifespan=lifespan)
+    return lifespan
+
+
+def build_asyncmy(cfg: Config) -> FastAPI:
+    """A raw asyncmy pool in async routes: the native-async reference point."""
+    app = FastAPI(lifespan=_asyncmy_lifespan(cfg))
 
     # Every variant commits once per request (mysqlclient-pool's fetch() does), so
     # this one does too, to compare the same round trips.
@@ -213,20 +218,7 @@ async def _nothing(request: Request) -> None:
 
 def build_asyncmy_dep(cfg: Config) -> FastAPI:
     """asyncmy, plus one trivial dependency."""
-    import asyncmy
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = await asyncmy.create_pool(
-            minsize=POOL_SIZE, maxsize=POOL_SIZE, **cfg
-        )
-        try:
-            yield
-        finally:
-            app.state.pool.close()
-            await app.state.pool.wait_closed()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=_asyncmy_lifespan(cfg))
 
     @app.get("/item/{id}")
     async def read(
