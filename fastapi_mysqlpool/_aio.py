@@ -43,24 +43,27 @@ def next_iteration() -> Generator[None, None, None]:
 
 async def wait_readable(conn: PooledConnection, timeout: float | None) -> None:
     """Wait until *conn*'s socket has data (asyncio only: cheaper than anyio's
-    generic path). Raises ``TimeoutError`` after *timeout* seconds (None: no
-    limit)."""
+    generic path). Raises :func:`lost`'s error after *timeout* seconds (None:
+    no limit)."""
     readable = conn.readable
     for _ in range(LOOKS):
         await next_iteration()  # other tasks run meanwhile
         if readable():
             return
-    await wait_selector(conn.fileno(), timeout)
+    await wait_selector(conn, timeout)
 
 
-async def wait_selector(fd: int, timeout: float | None) -> None:
-    """Wait until *fd* is readable, registered with the loop's selector."""
+async def wait_selector(conn: PooledConnection, timeout: float | None) -> None:
+    """:func:`wait_readable`, registered with the loop's selector at once."""
+    fd = conn.fileno()
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     loop.add_reader(fd, _wake, future)
     timer = None if timeout is None else loop.call_later(timeout, _expire, future)
     try:
         await future
+    except TimeoutError:
+        raise lost(conn, timeout) from None
     finally:
         loop.remove_reader(fd)
         if timer is not None:
@@ -97,8 +100,6 @@ async def query(
     conn.send_query(sql)
     try:
         await wait_readable(conn, timeout)
-    except TimeoutError:
-        raise lost(conn, timeout) from None
     except asyncio.CancelledError:
         if not shield:
             raise
@@ -114,10 +115,7 @@ async def query(
 
 async def query_answer(conn: PooledConnection, timeout: float | None) -> None:
     """Read the answer to a statement already sent (see :func:`query`)."""
-    try:
-        await wait_readable(conn, timeout)
-    except TimeoutError:
-        raise lost(conn, timeout) from None
+    await wait_readable(conn, timeout)
     conn.read_query_result()
     conn.pending = False
 

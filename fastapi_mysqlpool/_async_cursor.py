@@ -109,10 +109,7 @@ async def _answer_waiting(
         size = peek(fd, buffer)
         if size >= 0:
             return size, buffer
-    try:
-        await _aio.wait_selector(fd, conn.read_timeout)
-    except TimeoutError:
-        raise _aio.lost(conn, conn.read_timeout) from None
+    await _aio.wait_selector(conn, conn.read_timeout)
     return peek(fd, buffer), buffer
 
 
@@ -339,10 +336,7 @@ class AsyncPoolCursor(Generic[RowT]):
                     memoryview(buffer).cast("B")[:size]
                 )
             else:
-                try:
-                    await _aio.wait_readable(conn, conn.read_timeout)
-                except TimeoutError:
-                    raise _aio.lost(conn, conn.read_timeout) from None
+                await _aio.wait_readable(conn, conn.read_timeout)
                 complete = False
             if complete:
                 answer = _read_query_answer(conn, self._how)

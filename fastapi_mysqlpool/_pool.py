@@ -576,7 +576,7 @@ class Pool(ConnectionPool):
             return alive
         try:
             await _aio.ping(conn, CHECK_TIMEOUT)
-        except (MySQLdb.Error, TimeoutError):
+        except MySQLdb.Error:  # a timeout included (see _aio.lost)
             return False
         return True
 
