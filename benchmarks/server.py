@@ -85,6 +85,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def uvicorn_command(factory: str, port: int, loop: str, http: str) -> list[str]:
+    """uvicorn serving the app *factory* builds: one worker, no access log."""
+    return [
+        sys.executable, "-m", "uvicorn", factory, "--factory",
+        "--app-dir", str(REPO_ROOT), "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--no-access-log", "--log-level", "warning",
+        "--loop", loop, "--http", http,
+    ]  # fmt: skip
+
+
 @contextmanager
 def serve(
     variant: str, db_url: str, settings: ServerSettings
@@ -92,12 +102,9 @@ def serve(
     """Run `variant` under uvicorn (one worker) for the duration of the block."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable, "-m", "uvicorn", "benchmarks.apps:create_app", "--factory",
-        "--app-dir", str(REPO_ROOT), "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--no-access-log", "--log-level", "warning",
-        "--loop", settings.loop, "--http", settings.http,
-    ]  # fmt: skip
+    cmd = uvicorn_command(
+        "benchmarks.apps:create_app", port, settings.loop, settings.http
+    )
     env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_DB_URL": db_url}
     # A file, not a pipe: nobody reads the log during the run, and a full pipe
     # would stall the server.

@@ -61,6 +61,7 @@ from benchmarks.server import (
     _stop,
     _wait_ready,
     free_port,
+    uvicorn_command,
 )
 from fastapi_mysqlpool import Cursor, add_pool_task, get_pool, mysql_pool_lifespan
 
@@ -409,12 +410,7 @@ def run_app(app_db: DbUrl, args: argparse.Namespace) -> Iterator[AppProcess]:
     """The soak app under uvicorn (one worker), stopped on the way out."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable, "-m", "uvicorn", "benchmarks.soak:create_app", "--factory",
-        "--app-dir", str(REPO_ROOT), "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--no-access-log", "--log-level", "warning",
-        "--loop", args.loop, "--http", args.http,
-    ]  # fmt: skip
+    cmd = uvicorn_command("benchmarks.soak:create_app", port, args.loop, args.http)
     env = {
         **os.environ,
         ENV_URL: url_of(app_db),
