@@ -107,6 +107,17 @@ class PooledConnection(Connection):
         def get_autocommit(self) -> bool: ...
         def thread_id(self) -> int: ...
 
+    # mysqlclient's connection type looks attributes up in C of its own (to
+    # answer `closed`): CPython then cannot specialize `conn.x`, which a
+    # request does a hundred times. The generic lookup again, and `closed` as
+    # a property (tests/test_mysqlclient_internals.py).
+    __getattribute__ = object.__getattribute__
+
+    @property
+    def closed(self) -> int:
+        """1 once closed, else 0 (as mysqlclient's own ``closed``)."""
+        return int(not self.open)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Connection.__init__ itself may run SET statements (sql_mode, charset).
@@ -231,6 +242,7 @@ class LeasedCursorMixin:
         unbuffered cursor's), which the lease discards before reuse."""
         leftover = self._result
         self.connection = None
+        self.before_first_statement = None  # the lease's: no cycle left behind
         self._result = None
         self._rows = None
         self._released = True

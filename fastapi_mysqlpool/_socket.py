@@ -28,24 +28,30 @@ class _PollFd(ctypes.Structure):
     ]
 
 
+# The libc functions are declared without argtypes: converting arguments
+# through argtypes costs as much again as the call. Every argument is then
+# passed already in its C type (a pointer, a c_ulong, a c_size_t) or as an int
+# where C takes an int.
+
+
 def _libc_poll() -> Callable[..., int] | None:
     try:
         poll = ctypes.PyDLL(None).poll
     except (OSError, AttributeError, TypeError):  # pragma: no cover - not libc
         return None
-    poll.argtypes = [ctypes.POINTER(_PollFd), ctypes.c_ulong, ctypes.c_int]
     poll.restype = ctypes.c_int
     return poll
 
 
 _poll = _libc_poll()
+_ONE_FD = ctypes.c_ulong(1)  # poll()'s nfds_t
 
 
 def readable_now(fd: int) -> bool:
     """True if a read on *fd* would not block: data, EOF or an error is there."""
     if _poll is not None:
         pollfd = _PollFd(fd, _POLLIN | _POLLPRI, 0)
-        return _poll(ctypes.byref(pollfd), 1, 0) > 0
+        return _poll(ctypes.byref(pollfd), _ONE_FD, 0) > 0
     poller = select.poll()  # pragma: no cover - platforms without libc poll
     poller.register(fd, _POLLIN | _POLLPRI)
     return bool(poller.poll(0))
@@ -60,7 +66,7 @@ def readable_check(fd: int) -> Callable[[], bool]:
     pollfd = ctypes.byref(_PollFd(fd, _POLLIN | _POLLPRI, 0))  # keeps it alive
 
     def readable() -> bool:
-        return poll(pollfd, 1, 0) > 0
+        return poll(pollfd, _ONE_FD, 0) > 0
 
     return readable
 
@@ -70,18 +76,13 @@ def _libc_recv() -> Callable[..., int] | None:
         recv = ctypes.PyDLL(None).recv
     except (OSError, AttributeError, TypeError):  # pragma: no cover - not libc
         return None
-    recv.argtypes = [
-        ctypes.c_int,
-        ctypes.POINTER(ctypes.c_char),
-        ctypes.c_size_t,
-        ctypes.c_int,
-    ]
     recv.restype = ctypes.c_ssize_t
     return recv
 
 
 _recv = _libc_recv()
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_lengths: dict[int, ctypes.c_size_t] = {}  # buffer sizes, as recv()'s size_t
 
 
 def peek(fd: int, buffer: ctypes.Array[ctypes.c_char]) -> int:
@@ -89,7 +90,10 @@ def peek(fd: int, buffer: ctypes.Array[ctypes.c_char]) -> int:
     consuming it; the number of bytes: 0 at the end of the stream, -1 if
     nothing is there yet (or on an error, which a read will then report)."""
     if _recv is not None:
-        return _recv(fd, buffer, len(buffer), _PEEK)
+        length = _lengths.get(len(buffer))
+        if length is None:
+            length = _lengths[len(buffer)] = ctypes.c_size_t(len(buffer))
+        return _recv(fd, buffer, length, _PEEK)
     sock = socket.socket(fileno=fd)  # pragma: no cover - without libc recv
     try:
         return sock.recv_into(memoryview(buffer).cast("B"), len(buffer), _PEEK)

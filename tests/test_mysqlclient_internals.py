@@ -172,3 +172,27 @@ def test_insert_values_regex_is_public() -> None:
     )
     assert match is not None
     assert match.group(2) == "(%s, %s)"
+
+
+def test_generic_attribute_access_keeps_closed(db: Database) -> None:
+    """PooledConnection swaps mysqlclient's own attribute hooks for the generic
+    ones (which CPython specializes), re-adding the one thing they did: the
+    ``closed`` attribute. If mysqlclient's hooks ever do more, this fails."""
+    base = MySQLdb._mysql.connection
+    assert base.__getattribute__ is not object.__getattribute__  # its own hook
+    plain = MySQLdb.connect(**db.cfg)
+    pooled = PooledConnection(**db.cfg)
+    try:
+        names = {n for n in dir(plain) if not n.startswith("__")} | {"closed"}
+        for name in sorted(names):
+            if callable(getattr(plain, name)):
+                assert callable(getattr(pooled, name)), name
+            elif name not in ("_server_version", "messages", "cursorclass"):
+                assert type(getattr(plain, name)) is type(getattr(pooled, name)), name
+        assert (plain.closed, pooled.closed) == (0, 0)
+    finally:
+        plain.close()
+        pooled.close()
+    assert (plain.closed, pooled.closed) == (1, 1)
+    with pytest.raises(AttributeError):
+        _ = pooled.no_such_attribute
