@@ -10,7 +10,6 @@ result sets and very large statements.
 
 from __future__ import annotations
 
-import ctypes
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -93,24 +92,6 @@ def _stream_query_answer(conn: PooledConnection, how: int) -> _Answer:
 def _stream_next_answer(conn: PooledConnection, how: int) -> _Answer:
     conn.next_result()
     return _stream_answer(conn, how)
-
-
-async def _answer_waiting(
-    conn: PooledConnection,
-) -> tuple[int, ctypes.Array[ctypes.c_char]]:
-    """Wait for the start of an answer, and look at what has come of it: (the
-    number of bytes, see :func:`peek`; the buffer holding them). Looking tells
-    whether anything has come too: one syscall where a poll and then a look
-    would be two."""
-    buffer = conn.peek_buffer(LOOP_READ_MAX)
-    fd = conn.fileno()
-    for _ in range(_aio.LOOKS):
-        await _aio.next_iteration()  # other tasks run meanwhile
-        size = peek(fd, buffer)
-        if size >= 0:
-            return size, buffer
-    await _aio.wait_selector(conn, conn.read_timeout)
-    return peek(fd, buffer), buffer
 
 
 class AsyncPoolCursor(Generic[RowT]):
@@ -225,7 +206,7 @@ class AsyncPoolCursor(Generic[RowT]):
 
     async def execute(self, query: str | bytes, args: Any = None) -> int:
         """Run one statement and read its rows; returns the affected row count."""
-        conn = await self._ready()
+        conn = self._ready_now() or await self._ready()
         statement = self._mogrify(conn, query, args)
         await self._run(conn, statement)
         return self.rowcount
@@ -236,7 +217,7 @@ class AsyncPoolCursor(Generic[RowT]):
         batch = list(args)
         if not batch:
             return None
-        conn = await self._ready()
+        conn = self._ready_now() or await self._ready()
         match = (
             _INSERT_VALUES_BYTES.match(query)
             if isinstance(query, bytes)
@@ -277,7 +258,7 @@ class AsyncPoolCursor(Generic[RowT]):
     async def callproc(self, procname: str, args: Sequence[Any] = ()) -> Sequence[Any]:
         """Call a stored procedure (as MySQLdb: IN values through ``@_name_n``
         variables). Use :meth:`nextset` to read all of its result sets."""
-        conn = await self._ready()
+        conn = self._ready_now() or await self._ready()
         name = procname.encode(conn.encoding).replace(b"`", b"``")
         if args:
             assignments = b",".join(
@@ -309,6 +290,19 @@ class AsyncPoolCursor(Generic[RowT]):
         self._set(answer)
         return True
 
+    def _ready_now(self) -> PooledConnection | None:
+        """The connection, if :meth:`_ready` would have nothing to await (the
+        usual case: written out so, no coroutine is made); else None."""
+        conn = self._conn()
+        if not self._checked:
+            assert self._lease is not None  # or _conn() would have raised
+            checked = self._lease.checked_at_a_glance()
+            if checked is None:
+                return None
+            self._checked = True
+            conn = checked
+        return None if conn.more_results() else conn
+
     async def _ready(self) -> PooledConnection:
         """The connection, checked before the first statement; results the
         last statement left unread are discarded first."""
@@ -333,7 +327,19 @@ class AsyncPoolCursor(Generic[RowT]):
             else:
                 conn.send_query(statement)
             if conn.plain_wire:
-                size, buffer = await _answer_waiting(conn)
+                # Wait for the start of the answer by looking at what has come
+                # of it, (written out here, for one coroutine less): one
+                # syscall where a poll and then a look would be two.
+                buffer = conn.peek_buffer(LOOP_READ_MAX)
+                fd = conn.fileno()
+                for _ in range(_aio.LOOKS):
+                    await _aio.next_iteration()  # other tasks run meanwhile
+                    size = peek(fd, buffer)
+                    if size >= 0:
+                        break
+                else:
+                    await _aio.wait_selector(conn, conn.read_timeout)
+                    size = peek(fd, buffer)
                 complete = 0 < size < LOOP_READ_MAX and answer_complete(
                     memoryview(buffer).cast("B")[:size]
                 )

@@ -81,13 +81,20 @@ class Lease:
         replacement.used = False
         self.conn = self.cursor.connection = replacement
 
+    def checked_at_a_glance(self) -> PooledConnection | None:
+        """The connection, if a glance proves it alive (no round trip, nothing
+        to await: the usual case); else None, and :meth:`acheck` must run."""
+        conn = self.conn
+        if conn is not None and (conn.used or self.pool._alive_at_a_glance(conn)):
+            return conn
+        return None
+
     async def acheck(self) -> PooledConnection:
         """Check the connection without blocking the loop; the one to use."""
         conn = self.conn
         assert conn is not None
         if conn.used:
             return conn
-        # A glance first: a coroutine only when a round trip is needed.
         alive = self.pool._alive_at_a_glance(conn)
         if alive or (alive is None and await self.pool._aalive(conn)):
             return conn
