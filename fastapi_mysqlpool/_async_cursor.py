@@ -11,7 +11,7 @@ result sets and very large statements.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
@@ -204,12 +204,20 @@ class AsyncPoolCursor(Generic[RowT]):
         except TypeError as exc:
             raise MySQLdb.ProgrammingError(str(exc)) from None
 
-    async def execute(self, query: str | bytes, args: Any = None) -> int:
-        """Run one statement and read its rows; returns the affected row count."""
-        conn = self._ready_now() or await self._ready()
-        statement = self._mogrify(conn, query, args)
-        await self._run(conn, statement)
-        return self.rowcount
+    def execute(self, query: str | bytes, args: Any = None) -> Coroutine[Any, Any, int]:
+        """Run one statement and read its rows; returns the affected row count.
+
+        Used as a coroutine function (``await cursor.execute(...)``). Not one
+        itself: when the connection is ready, it hands over the coroutine
+        that runs the statement (one coroutine less per query)."""
+        conn = self._ready_now()
+        if conn is None:
+            return self._execute_when_ready(query, args)
+        return self._run(conn, self._mogrify(conn, query, args))
+
+    async def _execute_when_ready(self, query: str | bytes, args: Any) -> int:
+        conn = await self._ready()
+        return await self._run(conn, self._mogrify(conn, query, args))
 
     async def executemany(self, query: str | bytes, args: Iterable[Any]) -> int | None:
         """Run *query* once per set of arguments; ``INSERT ... VALUES`` rows are
@@ -316,7 +324,8 @@ class AsyncPoolCursor(Generic[RowT]):
             await lease.adrain(conn)
         return conn
 
-    async def _run(self, conn: PooledConnection, statement: bytes) -> None:
+    async def _run(self, conn: PooledConnection, statement: bytes) -> int:
+        """Run *statement*; its affected row count (set as ``rowcount``)."""
         if conn.pending:  # a cut-off statement: its answer would be read as ours
             raise _aio.in_progress()
         conn.note_query(statement)
@@ -358,6 +367,7 @@ class AsyncPoolCursor(Generic[RowT]):
         conn.pending = False
         self._executed = statement
         self._set(answer)
+        return self.rowcount
 
     def _failed(self, conn: PooledConnection, exc: BaseException) -> None:
         self._set((_NO_ROWS, None, -1, None, 0))  # no stale rows from before

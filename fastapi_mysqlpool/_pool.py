@@ -712,10 +712,10 @@ class Pool(ConnectionPool):
             with self._lock:
                 if not self._closing:  # checked under the lock: close() races
                     conn.returned_at = now
-                    if not self._handoff_locked(conn):
+                    # (No close() to wake: it is not closing.)
+                    if not self._waiters or not self._handoff_locked(conn):
                         self._idle.append(conn)
                         self._in_use -= 1
-                        self._changed_locked()
                     return
         # Closed mid-query: the server runs the query on, in a session still
         # holding its place among max_connections, unless it is KILLed. (A
