@@ -337,8 +337,8 @@ class AsyncPoolCursor(Generic[RowT]):
                 conn.send_query(statement)
             if conn.plain_wire:
                 # Wait for the start of the answer by looking at what has come
-                # of it, (written out here, for one coroutine less): one
-                # syscall where a poll and then a look would be two.
+                # of it (written out here: one coroutine less). One syscall
+                # where a poll and then a look would be two.
                 buffer = conn.peek_buffer(LOOP_READ_MAX)
                 fd = conn.fileno()
                 for _ in range(_aio.LOOKS):

@@ -226,6 +226,41 @@ async def test_leases_on_the_event_loop_check_too(db: Database) -> None:
         await pool.aclose()
 
 
+@pytest.mark.anyio
+async def test_async_cursors_check_before_the_first_statement_too(
+    db: Database,
+) -> None:
+    """pool.cursor() lends unchecked too: a glance at the socket, or a round
+    trip after idling, runs before the first statement, and a dead connection
+    is swapped for a live one there."""
+    with Proxy(db.server.host, db.server.port) as proxy:
+        pool = Pool(proxy.config(db.cfg), size=1, max_size=1)
+        try:
+            async with pool.cursor() as cursor:
+                await cursor.execute("SELECT CONNECTION_ID()")
+                (first,) = await cursor.fetchone()
+            proxy.sever()
+            await anyio.sleep(0.6)  # the behaviour under test
+            async with pool.cursor() as cursor:  # seen by the round trip
+                assert await cursor.execute("SELECT CONNECTION_ID()") == 1
+                assert (await cursor.fetchone())[0] != first
+            assert pool.stats().errors == 1
+        finally:
+            await pool.aclose()
+    pool = Pool(db.cfg, size=1, max_size=1)
+    try:
+        async with pool.cursor() as cursor:
+            await cursor.execute("SELECT CONNECTION_ID()")
+            (killed,) = await cursor.fetchone()
+        db.query(f"KILL {int(killed)}")
+        async with pool.cursor() as cursor:  # seen by the glance
+            assert await cursor.execute("SELECT CONNECTION_ID()") == 1
+            assert (await cursor.fetchone())[0] != killed
+        assert pool.stats().errors == 1
+    finally:
+        await pool.aclose()
+
+
 def test_a_lease_that_ran_nothing_sends_nothing(db: Database) -> None:
     """No statement, no transaction: no COMMIT round trip, even on a dead one."""
     with Pool(db.cfg, size=1, max_size=1) as pool:
