@@ -93,10 +93,7 @@ class Lease:
         """Check the connection without blocking the loop; the one to use."""
         conn = self.conn
         assert conn is not None
-        if conn.used:
-            return conn
-        alive = self.pool._alive_at_a_glance(conn)
-        if alive or (alive is None and await self.pool._aalive(conn)):
+        if conn.used or await self.pool._aalive(conn):  # a glance, a round trip
             return conn
         self._discard_dead(conn)
         replacement = await self.pool._aacquire(self.pool.acquire_timeout)

@@ -15,6 +15,7 @@ import ctypes
 import select
 import socket
 from collections.abc import Callable
+from typing import Any
 
 _POLLIN = select.POLLIN
 _POLLPRI = select.POLLPRI
@@ -34,16 +35,19 @@ class _PollFd(ctypes.Structure):
 # where C takes an int.
 
 
-def _libc_poll() -> Callable[..., int] | None:
+def _libc(
+    name: str, restype: type[ctypes._SimpleCData[Any]]
+) -> Callable[..., int] | None:
+    """libc's *name* through ctypes.PyDLL, which keeps the GIL; None without."""
     try:
-        poll = ctypes.PyDLL(None).poll
+        function = getattr(ctypes.PyDLL(None), name)
     except (OSError, AttributeError, TypeError):  # pragma: no cover - not libc
         return None
-    poll.restype = ctypes.c_int
-    return poll
+    function.restype = restype
+    return function  # type: ignore[no-any-return]
 
 
-_poll = _libc_poll()
+_poll = _libc("poll", ctypes.c_int)
 _ONE_FD = ctypes.c_ulong(1)  # poll()'s nfds_t
 
 
@@ -71,16 +75,7 @@ def readable_check(fd: int) -> Callable[[], bool]:
     return readable
 
 
-def _libc_recv() -> Callable[..., int] | None:
-    try:
-        recv = ctypes.PyDLL(None).recv
-    except (OSError, AttributeError, TypeError):  # pragma: no cover - not libc
-        return None
-    recv.restype = ctypes.c_ssize_t
-    return recv
-
-
-_recv = _libc_recv()
+_recv = _libc("recv", ctypes.c_ssize_t)
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _lengths: dict[int, ctypes.c_size_t] = {}  # buffer sizes, as recv()'s size_t
 
