@@ -1,6 +1,7 @@
 """The benchmarked apps: one FastAPI app per variant, all serving the same routes.
 
     GET /item/{id}  primary-key lookup on `bench_items`, returns the row
+    GET /items      ?limit=100&after=0: a page of rows as dicts (`DictCursor`)
     GET /slow       `SELECT SLEEP(0.2)`, run the same way the variant runs queries
 
 Start one with (the runner does this for you):
@@ -26,8 +27,13 @@ from fastapi import Depends, FastAPI, Request
 from benchmarks.db import parse_url
 
 ITEM_SQL = "SELECT id, name, value FROM bench_items WHERE id=%s"
+# A page after a given id (keyset pagination, the way list APIs page cheaply).
+LIST_SQL = "SELECT id, name, value FROM bench_items WHERE id > %s ORDER BY id LIMIT %s"
 SLOW_SQL = "SELECT SLEEP(0.2)"
 POOL_SIZE = 32
+#: What `benchmarks.run --endpoint` measures: the path whose answer every
+#: variant must give byte for byte alike (wrk's requests vary the id).
+ENDPOINTS = {"item": "/item/1", "list": "/items?limit=100"}
 
 Config = dict[str, Any]
 
@@ -49,6 +55,8 @@ def _mysqlclient_pool_lifespan(cfg: Config) -> Callable[[FastAPI], Any]:
 
 def build_seed(cfg: Config) -> FastAPI:
     """Baseline: sync routes, `with pool.fetch() as cursor` inline (commits on exit)."""
+    from MySQLdb.cursors import DictCursor
+
     app = FastAPI(lifespan=_mysqlclient_pool_lifespan(cfg))
 
     @app.get("/item/{id}")
@@ -56,6 +64,12 @@ def build_seed(cfg: Config) -> FastAPI:
         with request.app.state.pool.fetch() as cursor:
             cursor.execute(ITEM_SQL, (id,))
             return cursor.fetchone()
+
+    @app.get("/items")
+    def items(request: Request, limit: int = 100, after: int = 0) -> Any:
+        with request.app.state.pool.fetch(cursor_type=DictCursor) as cursor:
+            cursor.execute(LIST_SQL, (after, limit))
+            return cursor.fetchall()
 
     @app.get("/slow")
     def slow(request: Request) -> Any:
@@ -72,16 +86,29 @@ def build_naive_dep(cfg: Config) -> FastAPI:
     FastAPI runs the generator's enter and exit as two separate thread-pool hops
     (and the route body as a third), which is the overhead this variant shows.
     """
+    from MySQLdb.cursors import DictCursor
+
     app = FastAPI(lifespan=_mysqlclient_pool_lifespan(cfg))
 
     def get_cur(request: Request) -> Iterator[Any]:
         with request.app.state.pool.fetch() as cur:
             yield cur
 
+    def get_dict_cur(request: Request) -> Iterator[Any]:
+        with request.app.state.pool.fetch(cursor_type=DictCursor) as cur:
+            yield cur
+
     @app.get("/item/{id}")
     def read(id: int, cursor: Annotated[Any, Depends(get_cur)]) -> Any:
         cursor.execute(ITEM_SQL, (id,))
         return cursor.fetchone()
+
+    @app.get("/items")
+    def items(
+        cursor: Annotated[Any, Depends(get_dict_cur)], limit: int = 100, after: int = 0
+    ) -> Any:
+        cursor.execute(LIST_SQL, (after, limit))
+        return cursor.fetchall()
 
     @app.get("/slow")
     def slow(cursor: Annotated[Any, Depends(get_cur)]) -> Any:
@@ -93,6 +120,8 @@ def build_naive_dep(cfg: Config) -> FastAPI:
 
 def build_seed_async_blocking(cfg: Config) -> FastAPI:
     """The seed pattern pasted into `async def` routes: blocks the event loop."""
+    from MySQLdb.cursors import DictCursor
+
     app = FastAPI(lifespan=_mysqlclient_pool_lifespan(cfg))
 
     @app.get("/item/{id}")
@@ -100,6 +129,12 @@ def build_seed_async_blocking(cfg: Config) -> FastAPI:
         with request.app.state.pool.fetch() as cursor:
             cursor.execute(ITEM_SQL, (id,))
             return cursor.fetchone()
+
+    @app.get("/items")
+    async def items(request: Request, limit: int = 100, after: int = 0) -> Any:
+        with request.app.state.pool.fetch(cursor_type=DictCursor) as cursor:
+            cursor.execute(LIST_SQL, (after, limit))
+            return cursor.fetchall()
 
     @app.get("/slow")
     async def slow(request: Request) -> Any:
@@ -130,6 +165,8 @@ def _asyncmy_lifespan(cfg: Config) -> Callable[[FastAPI], Any]:
 
 def build_asyncmy(cfg: Config) -> FastAPI:
     """A raw asyncmy pool in async routes: the native-async reference point."""
+    from asyncmy.cursors import DictCursor
+
     app = FastAPI(lifespan=_asyncmy_lifespan(cfg))
 
     # Every variant commits once per request (mysqlclient-pool's fetch() does), so
@@ -142,6 +179,15 @@ def build_asyncmy(cfg: Config) -> FastAPI:
                 row = await cur.fetchone()
             await conn.commit()
         return row
+
+    @app.get("/items")
+    async def items(request: Request, limit: int = 100, after: int = 0) -> Any:
+        async with request.app.state.pool.acquire() as conn:
+            async with conn.cursor(DictCursor) as cur:
+                await cur.execute(LIST_SQL, (after, limit))
+                rows = await cur.fetchall()
+            await conn.commit()
+        return rows
 
     @app.get("/slow")
     async def slow(request: Request) -> Any:
@@ -157,7 +203,7 @@ def build_asyncmy(cfg: Config) -> FastAPI:
 
 def build_lib_sync(cfg: Config) -> FastAPI:
     """The library under test, sync path."""
-    from fastapi_mysqlpool import get_cursor, mysql_pool_lifespan
+    from fastapi_mysqlpool import get_cursor, get_dict_cursor, mysql_pool_lifespan
 
     app = FastAPI(lifespan=mysql_pool_lifespan(cfg, size=POOL_SIZE))
 
@@ -165,6 +211,15 @@ def build_lib_sync(cfg: Config) -> FastAPI:
     def read(id: int, cursor: Annotated[Any, Depends(get_cursor)]) -> Any:
         cursor.execute(ITEM_SQL, (id,))
         return cursor.fetchone()
+
+    @app.get("/items")
+    def items(
+        cursor: Annotated[Any, Depends(get_dict_cursor)],
+        limit: int = 100,
+        after: int = 0,
+    ) -> Any:
+        cursor.execute(LIST_SQL, (after, limit))
+        return cursor.fetchall()
 
     @app.get("/slow")
     def slow(cursor: Annotated[Any, Depends(get_cursor)]) -> Any:
@@ -176,7 +231,11 @@ def build_lib_sync(cfg: Config) -> FastAPI:
 
 def build_lib_async(cfg: Config) -> FastAPI:
     """The library under test, async path (assumes the same lifespan as sync)."""
-    from fastapi_mysqlpool import get_async_cursor, mysql_pool_lifespan
+    from fastapi_mysqlpool import (
+        get_async_cursor,
+        get_async_dict_cursor,
+        mysql_pool_lifespan,
+    )
 
     app = FastAPI(lifespan=mysql_pool_lifespan(cfg, size=POOL_SIZE))
 
@@ -184,6 +243,15 @@ def build_lib_async(cfg: Config) -> FastAPI:
     async def read(id: int, cursor: Annotated[Any, Depends(get_async_cursor)]) -> Any:
         await cursor.execute(ITEM_SQL, (id,))
         return await cursor.fetchone()
+
+    @app.get("/items")
+    async def items(
+        cursor: Annotated[Any, Depends(get_async_dict_cursor)],
+        limit: int = 100,
+        after: int = 0,
+    ) -> Any:
+        await cursor.execute(LIST_SQL, (after, limit))
+        return await cursor.fetchall()
 
     @app.get("/slow")
     async def slow(cursor: Annotated[Any, Depends(get_async_cursor)]) -> Any:
@@ -209,6 +277,12 @@ def build_nodep(cfg: Config) -> FastAPI:
             await cursor.execute(ITEM_SQL, (id,))
             return await cursor.fetchone()
 
+    @app.get("/items")
+    async def items(request: Request, limit: int = 100, after: int = 0) -> Any:
+        async with get_pool(request).cursor(dict_rows=True) as cursor:
+            await cursor.execute(LIST_SQL, (after, limit))
+            return await cursor.fetchall()
+
     return app
 
 
@@ -218,6 +292,8 @@ async def _nothing(request: Request) -> None:
 
 def build_asyncmy_dep(cfg: Config) -> FastAPI:
     """asyncmy, plus one trivial dependency."""
+    from asyncmy.cursors import DictCursor
+
     app = FastAPI(lifespan=_asyncmy_lifespan(cfg))
 
     @app.get("/item/{id}")
@@ -230,6 +306,20 @@ def build_asyncmy_dep(cfg: Config) -> FastAPI:
                 row = await cur.fetchone()
             await conn.commit()
         return row
+
+    @app.get("/items")
+    async def items(
+        request: Request,
+        _: Annotated[None, Depends(_nothing)],
+        limit: int = 100,
+        after: int = 0,
+    ) -> Any:
+        async with request.app.state.pool.acquire() as conn:
+            async with conn.cursor(DictCursor) as cur:
+                await cur.execute(LIST_SQL, (after, limit))
+                rows = await cur.fetchall()
+            await conn.commit()
+        return rows
 
     return app
 

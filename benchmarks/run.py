@@ -1,23 +1,22 @@
 """Benchmark runner: interleaved A/B rounds, paired ratios, Markdown + JSON.
 
     python -m benchmarks.run --variants seed,naive_dep,asyncmy --rounds 5
-    python -m benchmarks.run --mixed
+    python -m benchmarks.run --endpoint list
+    python -m benchmarks.run --mixed --servers asyncio
 
 The machine is shared and noisy, so absolute req/s drift from run to run. What
 holds is the ratio between variants measured back to back, so every round runs
 each variant once (rotating the order so no variant always goes first or right
 after a particular other one), ratios are taken within a round, and only then
-summarised across rounds. See README.md.
+summarised across rounds. Each round does so under each uvicorn configuration
+(uvloop + httptools, then asyncio + h11), and each configuration gets a table
+of its own: ratios pair variants within one configuration. See README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -26,9 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks.apps import VARIANTS, build_app
+from benchmarks import markdown
+from benchmarks.apps import ENDPOINTS, VARIANTS, build_app
 from benchmarks.db import database_url, ensure_table, parse_url
-from benchmarks.server import ServerSettings, serve
+from benchmarks.harness import git_commit, log, machine, stop_on_sigterm, write_json
+from benchmarks.server import SERVERS, ServerSettings, serve
+from benchmarks.stats import Rounds, paired_ratios, rounds_spread
 from benchmarks.wrk import (
     WrkMissing,
     WrkResult,
@@ -42,19 +44,31 @@ THROUGHPUT_VARIANTS = ["seed", "naive_dep", "asyncmy", "lib_sync", "lib_async"]
 MIXED_VARIANTS = ["seed_async_blocking", "lib_async", "asyncmy"]
 ASYNC_REFERENCE = "asyncmy"
 PROBE_CONNECTIONS = 2
-# --mixed: probe alone; beside a background of /item only; beside one with /slow.
+# --mixed: probe alone; beside a background of the endpoint only; beside one
+# with /slow.
 MIXED_PHASES = ("idle", "quiet", "slow")
+ROUTES = {"item": "GET /item/{id}", "list": "GET /items?limit=100&after={id}"}
 
 T = TypeVar("T")
-# One dict per round: cell label -> its measurement, or None if it failed.
-Rounds = list[dict[str, Any]]
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def parse_servers(text: str) -> dict[str, ServerSettings]:
+    """`uvloop,asyncio` (names in SERVERS) or `LOOP+HTTP` pairs, in order."""
+    servers: dict[str, ServerSettings] = {}
+    for name in text.split(","):
+        loop, plus, http = name.partition("+")
+        if name in SERVERS:
+            servers[name] = SERVERS[name]
+        elif plus and loop and http:
+            servers[name] = ServerSettings(loop, http)
+        else:
+            raise ValueError(
+                f"unknown server {name!r}; known: {', '.join(SERVERS)}, or LOOP+HTTP"
+            )
+    return servers
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -68,6 +82,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"{','.join(THROUGHPUT_VARIANTS)} (with --mixed: {','.join(MIXED_VARIANTS)})",
     )
     p.add_argument("--baseline", default="seed", help="ratio reference (default seed)")
+    p.add_argument(
+        "--endpoint",
+        choices=tuple(ENDPOINTS),
+        default="item",
+        help="item: GET /item/{id}, a row by primary key (default); "
+        "list: GET /items?limit=100, a page of 100 rows as dicts",
+    )
+    p.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="uvicorn configurations, each measured with a table of its own: "
+        "uvloop (uvloop + httptools, what uvicorn[standard] runs), asyncio "
+        "(asyncio + h11), or LOOP+HTTP (default: uvloop,asyncio)",
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     p.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each")
@@ -82,8 +110,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0.1,
         help="--mixed: share of background requests hitting /slow (default 0.1)",
     )
-    p.add_argument("--loop", default=ServerSettings.loop, help="uvicorn --loop")
-    p.add_argument("--http", default=ServerSettings.http, help="uvicorn --http")
+    p.add_argument("--loop", help="with --http: --servers LOOP+HTTP")
+    p.add_argument("--http", help="with --loop: --servers LOOP+HTTP")
     args = p.parse_args(argv)
 
     default = MIXED_VARIANTS if args.mixed else THROUGHPUT_VARIANTS
@@ -91,6 +119,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    if args.loop or args.http:
+        args.servers = f"{args.loop or 'asyncio'}+{args.http or 'h11'}"
+    try:
+        args.servers = parse_servers(args.servers)
+    except ValueError as exc:
+        p.error(f"--servers: {exc}")
     if min(args.rounds, args.duration, args.connections, args.threads) < 1:
         p.error("--rounds, --duration, --connections and --threads must be >= 1")
     if args.warmup < 0 or not 0 <= args.slow_fraction <= 1:
@@ -139,7 +173,6 @@ class Cell:
 class Session:
     args: argparse.Namespace
     url: str
-    settings: ServerSettings
     bodies: dict[str, str] = field(default_factory=dict)
     failures: dict[str, list[str]] = field(default_factory=dict)
 
@@ -150,42 +183,58 @@ class Session:
             connections=self.args.connections,
             threads=self.args.threads,
             slow_fraction=slow,
+            endpoint=self.args.endpoint,
         )
 
     def run_rounds(
         self,
+        servers: Sequence[str],
         variants: Sequence[str],
         phases: Sequence[str],
         measure: Callable[[str, Cell], Any],
-    ) -> Rounds:
-        """Run `measure(base_url, cell)` for every variant and phase, interleaved.
+    ) -> dict[str, Rounds]:
+        """Run `measure(base_url, cell)` for every server configuration, variant
+        and phase, interleaved; the rounds of each configuration apart.
 
         The order of the variants, and of the phases within each, rotates every
         round so none always runs first or right after the same neighbour."""
-        rounds: Rounds = []
+        rounds: dict[str, Rounds] = {name: [] for name in servers}
         for r in range(self.args.rounds):
-            results: dict[str, Any] = {}
-            order = [
-                Cell(v, phase)
-                for v in rotated(variants, r)
-                for phase in rotated(phases, r)
-            ]
-            for cell in order:
-                log(f"round {r + 1}/{self.args.rounds}: {cell.label} ...")
-                started = time.monotonic()
-                try:
-                    with serve(cell.variant, self.url, self.settings) as server:
-                        self.bodies.setdefault(cell.variant, server.first_body.decode())
-                        results[cell.label] = measure(server.base_url, cell)
-                except RuntimeError as exc:  # ServerFailed, or wrk failing
-                    log(f"  FAILED: {exc}")
-                    self.failures.setdefault(cell.variant, []).append(str(exc)[:2000])
-                    results[cell.label] = None
-                    continue
-                elapsed = time.monotonic() - started
-                log(f"  {describe(results[cell.label])} ({elapsed:.0f} s)")
-            rounds.append(results)
+            for name in servers:
+                rounds[name].append(self.run_round(r, name, variants, phases, measure))
         return rounds
+
+    def run_round(
+        self,
+        r: int,
+        server: str,
+        variants: Sequence[str],
+        phases: Sequence[str],
+        measure: Callable[[str, Cell], Any],
+    ) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        order = [
+            Cell(v, phase) for v in rotated(variants, r) for phase in rotated(phases, r)
+        ]
+        path = ENDPOINTS[self.args.endpoint]
+        for cell in order:
+            where = f"{server}/{cell.label}"
+            log(f"round {r + 1}/{self.args.rounds}: {where} ...")
+            started = time.monotonic()
+            try:
+                settings = self.args.servers[server]
+                with serve(cell.variant, self.url, settings) as running:
+                    self.bodies.setdefault(cell.variant, running.get(path).decode())
+                    results[cell.label] = measure(running.base_url, cell)
+            except (RuntimeError, OSError) as exc:  # ServerFailed, wrk, the GET
+                log(f"  FAILED: {exc}")
+                failures = self.failures.setdefault(f"{server}/{cell.variant}", [])
+                failures.append(str(exc)[:2000])
+                results[cell.label] = None
+                continue
+            elapsed = time.monotonic() - started
+            log(f"  {describe(results[cell.label])} ({elapsed:.0f} s)")
+        return results
 
     def warm_up(self, base_url: str) -> None:
         if self.args.warmup > 0:
@@ -196,8 +245,8 @@ class Session:
         return self.load(base_url, self.args.duration)
 
     def measure_mixed(self, base_url: str, cell: Cell) -> dict[str, Any]:
-        """A 2-connection latency probe on /item/{id}, alone (idle) or beside a
-        background load with no (quiet) or some (slow) /slow requests."""
+        """A 2-connection latency probe on the endpoint, alone (idle) or beside
+        a background load with no (quiet) or some (slow) /slow requests."""
         self.warm_up(base_url)
         background = None
         if cell.phase != "idle":
@@ -209,6 +258,7 @@ class Session:
                 connections=self.args.connections,
                 threads=self.args.threads,
                 slow_fraction=slow,
+                endpoint=self.args.endpoint,
             )
         try:
             probe = run_wrk(
@@ -216,6 +266,7 @@ class Session:
                 duration=self.args.duration,
                 connections=PROBE_CONNECTIONS,
                 threads=1,
+                endpoint=self.args.endpoint,
             )
         finally:
             bg = finish_wrk(background) if background else None
@@ -237,34 +288,6 @@ def describe(result: Any) -> str:
 # ------------------------------------------------------------------ statistics
 
 
-def spread(values: Sequence[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "n": len(values),
-    }
-
-
-def paired_ratios(
-    rounds: Rounds, variant: str, reference: str, metric: Callable[[Any], float]
-) -> dict[str, float] | None:
-    """Per-round `metric(variant) / metric(reference)`, summarised across rounds.
-
-    Pairing within a round cancels the slow drift of a shared machine, which a
-    ratio of two cross-round medians would not."""
-    ratios = [
-        metric(r[variant]) / metric(r[reference])
-        for r in rounds
-        if r.get(variant) is not None
-        and r.get(reference) is not None
-        and metric(r[reference])
-    ]
-    return spread(ratios)
-
-
 def summarise_throughput(
     rounds: Rounds, variants: Sequence[str], references: Sequence[str]
 ) -> dict[str, Any]:
@@ -273,9 +296,9 @@ def summarise_throughput(
         ok: list[WrkResult] = [r[v] for r in rounds if r.get(v) is not None]
         summary[v] = {
             "rounds_ok": len(ok),
-            "rps": spread([x.rps for x in ok]),
-            "p50_ms": spread([x.p50_ms for x in ok]),
-            "p99_ms": spread([x.p99_ms for x in ok]),
+            "rps": rounds_spread([x.rps for x in ok]),
+            "p50_ms": rounds_spread([x.p50_ms for x in ok]),
+            "p99_ms": rounds_spread([x.p99_ms for x in ok]),
             "errors": sum(x.error_count for x in ok),
             "ratio": {
                 ref: paired_ratios(rounds, v, ref, lambda x: x.rps)
@@ -297,9 +320,9 @@ def summarise_mixed(rounds: Rounds, variants: Sequence[str]) -> dict[str, Any]:
             ok = [r[f"{v}/{phase}"] for r in rounds if r.get(f"{v}/{phase}")]
             entry[phase] = {
                 "rounds_ok": len(ok),
-                "probe_p50_ms": spread([m["probe"].p50_ms for m in ok]),
-                "probe_p99_ms": spread([m["probe"].p99_ms for m in ok]),
-                "background_rps": spread(
+                "probe_p50_ms": rounds_spread([m["probe"].p50_ms for m in ok]),
+                "probe_p99_ms": rounds_spread([m["probe"].p99_ms for m in ok]),
+                "background_rps": rounds_spread(
                     [m["background"].rps for m in ok if m["background"]]
                 ),
                 "errors": sum(
@@ -318,39 +341,32 @@ def summarise_mixed(rounds: Rounds, variants: Sequence[str]) -> dict[str, Any]:
 # ------------------------------------------------------------------- reporting
 
 
-def fmt(s: dict[str, float] | None, digits: int = 0, span: bool = False) -> str:
-    if s is None:
-        return "—"
-    text = f"{s['median']:.{digits}f}"
-    if span and s["n"] > 1:
-        text += f" ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
-    return text
+def unavailable_rows(unavailable: dict[str, str], columns: int) -> list[list[str]]:
+    return [[f"`{v}`", "unavailable", *["—"] * (columns - 2)] for v in unavailable]
 
 
 def throughput_table(
     summary: dict[str, Any], references: Sequence[str], unavailable: dict[str, str]
-) -> str:
+) -> list[str]:
+    fmt = markdown.spread_cell
     head = ["variant", "req/s", "p50 ms", "p99 ms"]
     head += [f"req/s vs {ref}" for ref in references] + ["errors"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for v, s in summary.items():
         rps = fmt(s["rps"]) if s["rounds_ok"] else "failed (see notes)"
         row = [f"`{v}`", rps, fmt(s["p50_ms"], 1), fmt(s["p99_ms"], 1)]
         row += [fmt(s["ratio"][ref], 2, span=True) for ref in references]
-        row.append(str(s["errors"]))
-        lines.append("| " + " | ".join(row) + " |")
-    for v in unavailable:
-        dashes = ["—"] * (len(head) - 2)
-        lines.append(f"| `{v}` | unavailable | " + " | ".join(dashes) + " |")
-    return "\n".join(lines)
+        rows.append([*row, s["errors"]])
+    return markdown.table(head, rows + unavailable_rows(unavailable, len(head)))
 
 
-def mixed_table(summary: dict[str, Any], unavailable: dict[str, str]) -> str:
+def mixed_table(summary: dict[str, Any], unavailable: dict[str, str]) -> list[str]:
+    fmt = markdown.spread_cell
     head = ["variant"]
     head += [f"probe p50 / p99 ms, {phase}" for phase in MIXED_PHASES]
     head += ["p50 slow/quiet", "p99 slow/quiet", "bg req/s quiet / slow"]
     head += ["errors"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for v, s in summary.items():
         row = [f"`{v}`"]
         row += [
@@ -363,20 +379,17 @@ def mixed_table(summary: dict[str, Any], unavailable: dict[str, str]) -> str:
             f"{fmt(s['quiet']['background_rps'])} / {fmt(s['slow']['background_rps'])}",
             str(sum(s[ph]["errors"] for ph in MIXED_PHASES)),
         ]
-        lines.append("| " + " | ".join(row) + " |")
-    for v in unavailable:
-        dashes = ["—"] * (len(head) - 2)
-        lines.append(f"| `{v}` | unavailable | " + " | ".join(dashes) + " |")
-    return "\n".join(lines)
+        rows.append(row)
+    return markdown.table(head, rows + unavailable_rows(unavailable, len(head)))
 
 
-def body_mismatches(bodies: dict[str, str]) -> list[str]:
+def body_mismatches(bodies: dict[str, str], path: str) -> list[str]:
     """Variants must answer byte-for-byte alike, or we'd compare different work."""
     if not bodies:
         return []
     ref_name, ref_body = next(iter(bodies.items()))
     return [
-        f"`{v}` answers GET /item/1 with {b!r}, `{ref_name}` with {ref_body!r}"
+        f"`{v}` answers GET {path} with {b!r}, `{ref_name}` with {ref_body!r}"
         for v, b in bodies.items()
         if b != ref_body
     ]
@@ -388,7 +401,8 @@ def notes(session: Session, unavailable: dict[str, str]) -> list[str]:
         f"`{v}` failed {len(errs)} round(s); first: {errs[0].splitlines()[0]}"
         for v, errs in session.failures.items()
     ]
-    out += [f"WARNING: {m}" for m in body_mismatches(session.bodies)]
+    path = ENDPOINTS[session.args.endpoint]
+    out += [f"WARNING: {m}" for m in body_mismatches(session.bodies, path)]
     return out
 
 
@@ -408,43 +422,51 @@ def environment(args: argparse.Namespace, url: str) -> dict[str, Any]:
     ).stdout.splitlines()
     return {
         "mode": "mixed" if args.mixed else "throughput",
+        "endpoint": args.endpoint,
         "db_url": parse_url(url).redacted(),
+        "commit": git_commit(),
         "rounds": args.rounds,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": args.connections,
         "wrk_threads": args.threads,
-        "uvicorn_loop": args.loop,
-        "uvicorn_http": args.http,
+        "servers": {
+            name: {"uvicorn_loop": s.loop, "uvicorn_http": s.http}
+            for name, s in args.servers.items()
+        },
         "slow_fraction": args.slow_fraction if args.mixed else None,
-        "python": platform.python_version(),
         "wrk": wrk_version[0] if wrk_version else None,
-        "cpus": os.cpu_count(),
-        "loadavg_start": os.getloadavg(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **machine(),
     }
 
 
 # ------------------------------------------------------------------------ main
 
 
-def _stop_on_sigterm() -> None:
-    # SIGTERM's default action skips every cleanup: the uvicorn subprocess and
-    # the throwaway server would outlive the run. Unwind as Ctrl-C does instead.
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
+def available_servers(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The configurations whose modules are installed, and why the others not."""
+    skipped = {
+        name: f"{', '.join(missing)} not installed (pip install -e '.[bench]')"
+        for name, s in args.servers.items()
+        if (missing := s.missing())
+    }
+    return [name for name in args.servers if name not in skipped], skipped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    _stop_on_sigterm()
+    stop_on_sigterm()
     try:
         wrk_path()
     except WrkMissing as exc:
         log(str(exc))
         return 2
+    servers, skipped = available_servers(args)
+    for name, why in skipped.items():
+        log(f"# skipping server {name}: {why}")
+    if not servers:
+        log("no server configuration available to run")
+        return 1
 
     with database_url(args.url) as url:
         meta = environment(args, url)
@@ -458,27 +480,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             log("no variant available to run")
             return 1
 
-        session = Session(args, url, ServerSettings(args.loop, args.http))
+        session = Session(args, url)
+        references = [r for r in (args.baseline, ASYNC_REFERENCE) if r in variants]
+        references = list(dict.fromkeys(references))  # baseline may be asyncmy
         if args.mixed:
-            rounds = session.run_rounds(variants, MIXED_PHASES, session.measure_mixed)
-            summary = summarise_mixed(rounds, variants)
-            table = mixed_table(summary, unavailable)
+            rounds = session.run_rounds(
+                servers, variants, MIXED_PHASES, session.measure_mixed
+            )
         else:
-            references = [r for r in (args.baseline, ASYNC_REFERENCE) if r in variants]
-            references = list(dict.fromkeys(references))  # baseline may be asyncmy
-            rounds = session.run_rounds(variants, [""], session.measure_throughput)
-            summary = summarise_throughput(rounds, variants, references)
-            table = throughput_table(summary, references, unavailable)
+            rounds = session.run_rounds(
+                servers, variants, [""], session.measure_throughput
+            )
 
+    summary: dict[str, Any] = {}
+    sections = []
+    for name in servers:
+        if args.mixed:
+            summary[name] = summarise_mixed(rounds[name], variants)
+            table = mixed_table(summary[name], unavailable)
+        else:
+            summary[name] = summarise_throughput(rounds[name], variants, references)
+            table = throughput_table(summary[name], references, unavailable)
+        heading = f"### {args.servers[name].label}, {ROUTES[args.endpoint]}"
+        sections.append("\n".join([heading, "", *table]))
+    report = "\n\n".join(sections)
     meta["loadavg_end"] = os.getloadavg()
-    note_lines = notes(session, unavailable)
-    print(table)
+    note_lines = [f"server `{n}` skipped: {why}" for n, why in skipped.items()]
+    note_lines += notes(session, unavailable)
+    print(report)
     if note_lines:
         print()
         print("\n".join(f"- {line}" for line in note_lines))
 
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "meta": meta,
             "unavailable": unavailable,
@@ -487,10 +521,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "summary": summary,
             "rounds": to_jsonable(rounds),
             "notes": note_lines,
-            "markdown": table,
+            "markdown": report,
         }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        log(f"# wrote {args.json}")
+        write_json(args.json, payload)
     return 0
 
 

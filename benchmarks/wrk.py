@@ -56,8 +56,12 @@ def start_wrk(
     connections: int,
     threads: int,
     slow_fraction: float = 0.0,
+    endpoint: str = "item",
 ) -> subprocess.Popen[str]:
-    """Start wrk in the background; pair with `finish_wrk`."""
+    """Start wrk in the background; pair with `finish_wrk`.
+
+    *endpoint* is what `bench.lua` requests: `item` (`/item/{id}`) or `list`
+    (`/items?limit=100&after={id}`); *slow_fraction* of them go to `/slow`."""
     cmd = [
         wrk_path(),
         f"-t{min(threads, connections)}",  # wrk refuses more threads than conns
@@ -70,6 +74,7 @@ def start_wrk(
         base_url,
         "--",
         repr(slow_fraction),
+        endpoint,
     ]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
