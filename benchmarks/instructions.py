@@ -3,13 +3,17 @@ shared machine does not move.
 
     python -m benchmarks.instructions                       # lib_async, asyncmy
     python -m benchmarks.instructions --variants lib_async,nodep,asyncmy,asyncmy_dep
+    python -m benchmarks.instructions --variants seed,lib_sync --endpoint list
 
 Each variant's app is driven in-process (ASGI calls, no HTTP server, so the
 count is the app's own work: FastAPI, the library or driver, the C client),
 32 requests at a time, under `valgrind --tool=callgrind`, twice: with a small
 and a larger number of requests. The difference of the two totals divided by
 the difference of the request counts leaves out start-up, the pool's opening
-and shutdown. Kernel time (syscalls) is not counted: wrk runs (`run.py`) stay
+and shutdown. `--endpoint item` (default) counts `GET /item/{id}`, `list`
+counts `GET /items?limit=100&after={id}` (100 rows as dicts). Sync variants
+(`seed`, `lib_sync`...) count too: their routes run in the thread pool as
+under uvicorn. Kernel time (syscalls) is not counted: wrk runs (`run.py`) stay
 the measure of speed; this one tells where instructions go, exactly. Needs
 valgrind (`apt-get install valgrind`); a variant takes about a minute.
 
@@ -29,22 +33,30 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
-from benchmarks.apps import VARIANTS, build_app
+from benchmarks.apps import ENDPOINTS, VARIANTS, build_app
 from benchmarks.db import database_url, ensure_table, parse_url
 
+Message = MutableMapping[str, Any]  # an ASGI message, as Starlette types it
 CONCURRENCY = 32
 WARMUP = 20 * CONCURRENCY
 SMALL, LARGE = 640, 3840
 
 
-async def drive(variant: str, url: str, requests: int) -> None:
-    """Start the app's lifespan, serve WARMUP then *requests* GET /item/{id}."""
+def target(endpoint: str, i: int) -> tuple[str, bytes]:
+    """The path and query string of request *i* to *endpoint*."""
+    if endpoint == "list":
+        return "/items", f"limit=100&after={i % 9901}".encode()
+    return f"/item/{i % 10000 + 1}", b""
+
+
+async def drive(variant: str, url: str, requests: int, endpoint: str) -> None:
+    """Start the app's lifespan, serve WARMUP then *requests* requests."""
     app = build_app(variant, url)
     to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    from_app: asyncio.Queue[Message] = asyncio.Queue()
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
     lifespan = asyncio.create_task(app(scope, to_app.get, from_app.put))
     await to_app.put({"type": "lifespan.startup"})
@@ -56,24 +68,25 @@ async def drive(variant: str, url: str, requests: int) -> None:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def one(i: int) -> None:
+        path, query = target(endpoint, i)
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
             "method": "GET",
             "scheme": "http",
-            "path": f"/item/{i % 10000 + 1}",
+            "path": path,
             "raw_path": b"",
-            "query_string": b"",
+            "query_string": query,
             "root_path": "",
             "headers": [(b"host", b"bench")],
             "client": ("127.0.0.1", 1),
             "server": ("127.0.0.1", 80),
             "state": {},
         }
-        sent: list[dict[str, Any]] = []
+        sent: list[Message] = []
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             sent.append(message)
 
         await app(scope, receive, send)
@@ -94,7 +107,7 @@ async def drive(variant: str, url: str, requests: int) -> None:
     await lifespan
 
 
-def count(variant: str, url: str, requests: int) -> int:
+def count(variant: str, url: str, requests: int, endpoint: str) -> int:
     """callgrind's total of instructions for one drive() in a subprocess."""
     out = subprocess.run(
         [
@@ -110,6 +123,8 @@ def count(variant: str, url: str, requests: int) -> int:
             url,
             "--requests",
             str(requests),
+            "--endpoint",
+            endpoint,
         ],
         capture_output=True,
         text=True,
@@ -125,11 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default="lib_async,asyncmy")
     parser.add_argument("--url", default=None, help="mysql://user:pass@host:port/db")
+    parser.add_argument(
+        "--endpoint",
+        choices=tuple(ENDPOINTS),
+        default="item",
+        help="item: GET /item/{id} (default); list: GET /items?limit=100",
+    )
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # the counted child
     parser.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.drive:
-        asyncio.run(drive(args.drive, args.url, args.requests))
+        asyncio.run(drive(args.drive, args.url, args.requests, args.endpoint))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind not found: apt-get install valgrind", file=sys.stderr)
@@ -140,10 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown variants: {unknown} (known: {sorted(VARIANTS)})")
     with database_url(args.url) as url:
         ensure_table(parse_url(url))
-        print("| variant | instructions per request |\n|---|---|")
+        route = "GET /items?limit=100" if args.endpoint == "list" else "GET /item/{id}"
+        print(f"| variant | instructions per request, {route} |\n|---|---|")
         for variant in variants:
             print(f"# {variant} ...", file=sys.stderr, flush=True)
-            small, large = count(variant, url, SMALL), count(variant, url, LARGE)
+            small = count(variant, url, SMALL, args.endpoint)
+            large = count(variant, url, LARGE, args.endpoint)
             per_request = (large - small) / (LARGE - SMALL)
             print(f"| `{variant}` | {per_request:,.0f} |", flush=True)
     return 0
