@@ -209,21 +209,31 @@ class Pool(ConnectionPool):
         max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
         max_idle: float = DEFAULT_MAX_IDLE,
     ) -> None:
-        """Raise ``ValueError`` for an option out of range."""
-        if size is not None and size < 0:
-            raise ValueError(f"size must be >= 0, got {size}")
-        if max_size is not None and max_size < 1:
-            raise ValueError(f"max_size must be >= 1, got {max_size}")
+        """Raise ``ValueError`` for an option out of range or of the wrong type.
+
+        Counts are ints (a bool is not one); times are real numbers, never
+        NaN, which compares false with everything and would disable a limit.
+        """
+        _check_count("size", size, 0)
+        _check_count("max_size", max_size, 1)
         if max_size is not None and size is not None and max_size < size:
             raise ValueError(f"max_size ({max_size}) must be >= size ({size})")
+        _check_time("timeout", timeout)
         if not 0 <= timeout < math.inf:
             raise ValueError(f"timeout must be >= 0 and finite, got {timeout}")
+        _check_time("acquire_timeout", acquire_timeout)
         if not 0 < acquire_timeout < math.inf:
             raise ValueError(
                 f"acquire_timeout must be > 0 and finite, got {acquire_timeout}"
             )
-        if max_lifetime is not None and max_lifetime <= 0:
-            raise ValueError(f"max_lifetime must be > 0 or None, got {max_lifetime}")
+        # Infinite lifetimes and idle times make sense: never retire.
+        if max_lifetime is not None:
+            _check_time("max_lifetime", max_lifetime)
+            if max_lifetime <= 0:
+                raise ValueError(
+                    f"max_lifetime must be > 0 or None, got {max_lifetime}"
+                )
+        _check_time("max_idle", max_idle)
         if max_idle <= 0:
             raise ValueError(f"max_idle must be > 0, got {max_idle}")
 
@@ -1022,6 +1032,24 @@ class Pool(ConnectionPool):
                 timeouts=self._timeouts,
                 wait_time=self._wait_time,
             )
+
+
+def _check_count(name: str, value: object, minimum: int) -> None:
+    """None (the default) or an int, not a bool, not a float."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_time(name: str, value: object) -> None:
+    """Seconds: an int or a float, not a bool, not NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number of seconds, got nan")
 
 
 def _keepalive_after(conn: PooledConnection) -> float:
