@@ -59,7 +59,11 @@ class PooledConnection(Connection):
     """
 
     expires_at: float
+    #: Last given back by a caller: what ``max_idle`` counts from.
     returned_at: float
+    #: Last proven alive (used, or pinged by the pool): what the check before
+    #: use, the keepalive and the server's ``wait_timeout`` count from.
+    alive_at: float
     #: The session's ``wait_timeout``: idle longer than this, the server dropped it.
     wait_timeout: float
     #: Autocommit mode as opened; a different mode on return means a changed session.

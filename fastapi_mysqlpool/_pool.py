@@ -395,7 +395,7 @@ class Pool(ConnectionPool):
         except MySQLdb.Error as exc:
             raise self._connect_failed(exc) from exc
         now = time.monotonic()
-        conn.returned_at = now
+        conn.returned_at = conn.alive_at = now
         conn.wait_timeout = float(wait_timeout)
         conn.server_host = server_host
         conn.read_timeout = config.get("read_timeout")
@@ -507,7 +507,7 @@ class Pool(ConnectionPool):
             self._requests += 1
         while self._idle:
             conn = self._idle.pop()
-            if now >= conn.expires_at or now - conn.returned_at >= conn.wait_timeout:
+            if now >= conn.expires_at or now - conn.alive_at >= conn.wait_timeout:
                 self._closed_count += 1
                 stale.append(conn)
                 continue
@@ -555,7 +555,7 @@ class Pool(ConnectionPool):
         round trip, None if it needs one."""
         if conn.looks_dead():
             return False
-        if time.monotonic() - conn.returned_at <= CHECK_IDLE_AFTER:
+        if time.monotonic() - conn.alive_at <= CHECK_IDLE_AFTER:
             return True
         return None
 
@@ -572,7 +572,7 @@ class Pool(ConnectionPool):
             if self._closing or not self._idle:
                 return None
             conn = self._idle[-1]
-            if now >= conn.expires_at or now - conn.returned_at >= conn.wait_timeout:
+            if now >= conn.expires_at or now - conn.alive_at >= conn.wait_timeout:
                 return None
             self._idle.pop()
             self._in_use += 1
@@ -721,7 +721,7 @@ class Pool(ConnectionPool):
         if reusable and conn.is_reusable(now):
             with self._lock:
                 if not self._closing:  # checked under the lock: close() races
-                    conn.returned_at = now
+                    conn.returned_at = conn.alive_at = now
                     # (No close() to wake: it is not closing.)
                     if not self._waiters or not self._handoff_locked(conn):
                         self._idle.append(conn)
@@ -770,13 +770,20 @@ class Pool(ConnectionPool):
             self._opening -= 1
             self._slot_freed_locked()
 
-    def _put_idle_locked(self, conn: PooledConnection) -> None:
-        """A new or checked connection nobody holds: to a waiter, else idle."""
-        conn.returned_at = time.monotonic()
+    def _put_idle_locked(self, conn: PooledConnection, *, unused: bool = False) -> None:
+        """A new or checked connection nobody holds: to a waiter, else idle.
+
+        An *unused* one (a keepalive's) goes to the cold end of the idle set,
+        where it was: borrowing takes the warm end, so connections beyond
+        ``size`` that callers stopped using can age out (``max_idle``).
+        """
         self._in_use += 1
         if not self._handoff_locked(conn):
             self._in_use -= 1
-            self._idle.append(conn)
+            if unused:
+                self._idle.appendleft(conn)
+            else:
+                self._idle.append(conn)
         self._changed_locked()
 
     def _changed_locked(self) -> None:
@@ -930,20 +937,22 @@ class Pool(ConnectionPool):
         check: list[PooledConnection] = []
         keep: list[PooledConnection] = []
         surplus = self._total_locked() - self.size
-        for conn in self._idle:  # longest idle first
-            idle_for = now - conn.returned_at
+        for conn in self._idle:  # longest unused first
+            # Pings keep a session alive, but do not make it used: max_idle
+            # counts from its last caller, the rest from its last answer.
+            silent_for = now - conn.alive_at
             if conn.looks_dead():
                 self._errors += 1
                 retire.append(conn)
                 surplus -= 1
             elif (
                 now >= conn.expires_at
-                or idle_for >= conn.wait_timeout
-                or (surplus > 0 and idle_for >= self.max_idle)
+                or silent_for >= conn.wait_timeout
+                or (surplus > 0 and now - conn.returned_at >= self.max_idle)
             ):
                 retire.append(conn)
                 surplus -= 1
-            elif idle_for >= _keepalive_after(conn):
+            elif silent_for >= _keepalive_after(conn):
                 check.append(conn)
             else:
                 keep.append(conn)
@@ -989,7 +998,8 @@ class Pool(ConnectionPool):
             with self._lock:
                 self._checking -= 1
                 if not self._closing:
-                    self._put_idle_locked(conn)
+                    conn.alive_at = time.monotonic()
+                    self._put_idle_locked(conn, unused=True)
                     return
                 self._checking += 1
         _close_quietly(conn)
@@ -1004,12 +1014,15 @@ class Pool(ConnectionPool):
         deadline = now + _HOUSEKEEPER_MAX_SLEEP
         if self._total_locked() < self.size:
             deadline = min(deadline, max(self._down_until, self._refill_retry_at))
+        # max_idle only retires connections beyond size: counting it for the
+        # others would wake the housekeeper in a loop once they idle that long.
+        surplus = self._total_locked() > self.size
         for conn in self._idle:
             deadline = min(
                 deadline,
                 conn.expires_at,
-                conn.returned_at + _keepalive_after(conn),
-                conn.returned_at + self.max_idle,
+                conn.alive_at + _keepalive_after(conn),
+                conn.returned_at + self.max_idle if surplus else math.inf,
             )
         # Never spin: nothing here needs finer timing than this.
         return max(deadline, now + 0.01)

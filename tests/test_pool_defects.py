@@ -5,11 +5,15 @@ slipped through their checks."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
-from fastapi_mysqlpool import Pool, mysql_pool_lifespan
+from fastapi_mysqlpool import Pool, _pool, mysql_pool_lifespan
+
+from .servers import Database
+from .test_pool import wait_until
 
 # -- options ---------------------------------------------------------------------
 
@@ -52,3 +56,38 @@ def test_infinite_lifetimes_and_idle_times_mean_never() -> None:
         open=False,
     )
     assert (pool.max_lifetime, pool.max_idle) == (float("inf"), float("inf"))
+
+
+# -- max_idle and the keepalive ----------------------------------------------------
+
+
+def test_max_idle_counts_from_the_last_caller_not_the_keepalive(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keepalive pings idle connections more often than max_idle: the
+    connections a burst opened beyond size must still be closed."""
+    monkeypatch.setattr(_pool, "KEEPALIVE_INTERVAL", 0.05)
+    with Pool(db.cfg, size=1, max_size=3, max_idle=0.5) as pool:
+        burst = threading.Barrier(3)
+
+        def borrow() -> None:
+            with pool.fetch() as cursor:
+                cursor.execute("SELECT 1")
+                burst.wait(10)  # all three held at once: two more opened
+
+        threads = [threading.Thread(target=borrow) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert pool.stats().size == 3
+        pinged = dict(db.query("SHOW GLOBAL STATUS LIKE 'Com_do'"))["Com_do"]
+        wait_until(lambda: pool.stats().size == 1, timeout=3)
+        # The survivor is still kept alive by the keepalive's DO 1.
+        wait_until(
+            lambda: (
+                dict(db.query("SHOW GLOBAL STATUS LIKE 'Com_do'"))["Com_do"] != pinged
+            )
+        )
+        stats = pool.stats()
+    assert (stats.opened, stats.closed, stats.errors) == (3, 2, 0)
