@@ -19,6 +19,7 @@ from ._errors import (
     PoolClosed,
     PoolStartupError,
     PoolTimeout,
+    QueryTimeout,
 )
 from ._lifespan import mysql_pool_lifespan
 from ._pool import Pool, PoolStats
@@ -38,6 +39,7 @@ __all__ = [
     "PoolStartupError",
     "PoolStats",
     "PoolTimeout",
+    "QueryTimeout",
     "add_pool_task",
     "get_async_cursor",
     "get_async_dict_cursor",

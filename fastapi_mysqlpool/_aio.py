@@ -63,7 +63,8 @@ async def wait_selector(conn: PooledConnection, timeout: float | None) -> None:
     try:
         await future
     except TimeoutError:
-        raise lost(conn, timeout) from None
+        loop.remove_reader(fd)  # a KILLed session's EOF would wake it in a loop
+        raise await timed_out(conn, timeout) from None
     finally:
         loop.remove_reader(fd)
         if timer is not None:
@@ -76,6 +77,20 @@ def lost(conn: PooledConnection, timeout: float | None) -> MySQLdb.OperationalEr
     return MySQLdb.OperationalError(
         2013, f"Lost connection to server: no answer within {timeout:g} s"
     )
+
+
+async def timed_out(
+    conn: PooledConnection, timeout: float | None
+) -> MySQLdb.OperationalError:
+    """:func:`lost`'s error, after the pool KILLed the session of a caller's
+    statement (which the server would run on, row locks and all): then the
+    server is reachable and the statement was slow (``QueryTimeout``). The
+    check before use sends no caller's statement: nothing to KILL there."""
+    error = lost(conn, timeout)
+    killer = conn.killer
+    if killer is not None and timeout is not None and conn.used:
+        return await killer._akill_after_timeout(conn, timeout) or error
+    return error
 
 
 async def query(

@@ -5,13 +5,15 @@ from __future__ import annotations
 import ctypes
 import re
 import select
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import MySQLdb
 from MySQLdb.connections import Connection
 from MySQLdb.cursors import BaseCursor
 
-from ._errors import CursorReleasedError
+from ._errors import CursorReleasedError, server_answered
 from ._socket import readable_check
 
 # Statements that leave state in the session for the next borrower: variables and
@@ -45,11 +47,31 @@ def changes_session(statement: bytes | bytearray) -> bool:
     return False
 
 
+# A read timeout is seen after read_timeout seconds (libmariadb reads once;
+# libmysqlclient retries, taking up to three times as long); allow for clocks.
+_TIMED_OUT = 0.99
+
 RELEASED_MESSAGE = (
     "this cursor's connection went back to the pool when its request or task "
     "ended; use the cursor only inside it (for work after the response, use "
     "add_pool_task(), which gives the task a connection of its own)"
 )
+
+
+class SessionKiller(Protocol):
+    """What a connection needs of its pool after a read timeout."""
+
+    def _kill_after_timeout(
+        self, conn: PooledConnection, timeout: float
+    ) -> MySQLdb.OperationalError | None:
+        """KILL *conn*'s session, if the server can be reached and the session
+        is still there, and wait until it is gone (blocking). The error to
+        raise then (:class:`QueryTimeout`); None if nothing was killed."""
+
+    async def _akill_after_timeout(
+        self, conn: PooledConnection, timeout: float
+    ) -> MySQLdb.OperationalError | None:
+        """:meth:`_kill_after_timeout` without blocking the event loop."""
 
 
 class PooledConnection(Connection):
@@ -59,7 +81,11 @@ class PooledConnection(Connection):
     """
 
     expires_at: float
+    #: Last given back by a caller: what ``max_idle`` counts from.
     returned_at: float
+    #: Last proven alive (used, or pinged by the pool): what the check before
+    #: use, the keepalive and the server's ``wait_timeout`` count from.
+    alive_at: float
     #: The session's ``wait_timeout``: idle longer than this, the server dropped it.
     wait_timeout: float
     #: Autocommit mode as opened; a different mode on return means a changed session.
@@ -81,7 +107,13 @@ class PooledConnection(Connection):
     #: only sent to a session that is still ours.
     server_host: str | None
     #: cfg's read_timeout, which async waits honour too (None: no limit).
-    read_timeout: float | None
+    #: (Class defaults: Connection.__init__ may run queries before ours sets them.)
+    read_timeout: float | None = None
+    #: Ends the session of a statement that timed out (set by the pool).
+    killer: SessionKiller | None = None
+    #: The server's id of this session: thread_id() fails once the client
+    #: library has closed the connection, which it does after a timeout.
+    session_id: int
     #: Whether the socket has something to read now (no syscall releasing the
     #: GIL, see _socket); only for a connection still open.
     readable: Callable[[], bool]
@@ -127,7 +159,7 @@ class PooledConnection(Connection):
         self.used = False
         self.plain_wire = True
         self.server_host = None
-        self.read_timeout = None
+        self.session_id = self.thread_id()
         self.autocommit_mode = bool(self.get_autocommit())
         self.readable = readable_check(self.fileno())
 
@@ -137,7 +169,32 @@ class PooledConnection(Connection):
         self.note_query(
             query.encode("utf-8", "replace") if isinstance(query, str) else query
         )
-        super().query(query)
+        if self.read_timeout is None:
+            super().query(query)
+        else:
+            self._query_or_kill(query, self.read_timeout)
+
+    def _query_or_kill(self, query: str | bytes | bytearray, timeout: float) -> None:
+        """query() under read_timeout. The C client gives up waiting with 2013
+        (as for a lost connection) and closes the socket, but the server runs
+        the statement on, row locks and all: its session is KILLed first."""
+        started = time.monotonic()
+        try:
+            super().query(query)
+        except MySQLdb.OperationalError as exc:
+            killer = self.killer
+            if (
+                killer is None
+                or exc.args[0] != 2013
+                # Sooner, the connection was lost: no timeout, nothing running.
+                or time.monotonic() - started < timeout * _TIMED_OUT
+            ):
+                raise
+            self.broken = True
+            error = killer._kill_after_timeout(self, timeout)
+            if error is None:
+                raise
+            raise error from exc
 
     def note_query(self, query: bytes | bytearray) -> None:
         """Record what :meth:`query` would for SQL sent with ``send_query``."""
@@ -178,6 +235,11 @@ class PooledConnection(Connection):
             if not poller.poll(timeout * 1000):
                 return False  # still pending: closed by the pool, not reused
             self.read_query_result()
+        except MySQLdb.Error as exc:
+            if not server_answered(exc):
+                return False
+            # An error answered (a user's query limit, a KILL QUERY): alive,
+            # and in step with the server.
         except Exception:
             return False
         self.pending = False

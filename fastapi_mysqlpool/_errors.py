@@ -12,8 +12,10 @@ written against ``ConnectionPool`` keeps working::
     └── PoolStartupError                  startup could not open the first connections
     MySQLdb.InterfaceError
     └── CursorReleasedError               cursor used after its connection went back
+    MySQLdb.OperationalError
+    └── QueryTimeout                      no answer within read_timeout: KILLed
 
-Every database error a client can see is one of three :class:`ErrorKind` s.
+Every database error a client can see is one of four :class:`ErrorKind` s.
 """
 
 from __future__ import annotations
@@ -49,12 +51,24 @@ class CursorReleasedError(MySQLdb.InterfaceError):
     """A cursor was used after its request or task gave its connection back."""
 
 
+class QueryTimeout(MySQLdb.OperationalError):
+    """No answer within ``read_timeout``, and the server was reachable: the
+    statement was slow, and its session was KILLed (its transaction rolled
+    back, unless it was a COMMIT: then the outcome is unknown).
+
+    ``args[0]`` is 2013, the client library's error (lost connection): the
+    connection is closed.
+    """
+
+
 class ErrorKind(enum.IntEnum):
     """The stable ``code`` of an error response."""
 
     ERROR = 0
     UNAVAILABLE = 1
     BUSY = 2
+    # 3 is kept for write conflicts.
+    TIMEOUT = 4
 
     @property
     def message(self) -> str:
@@ -62,13 +76,20 @@ class ErrorKind(enum.IntEnum):
 
     @property
     def status_code(self) -> int:
-        return 500 if self is ErrorKind.ERROR else 503
+        return _STATUS_CODES[self]
 
 
 _MESSAGES = {
     ErrorKind.ERROR: "Something Went Wrong",
     ErrorKind.UNAVAILABLE: "Database Server Is Not Available",
     ErrorKind.BUSY: "Database Server Is Busy",
+    ErrorKind.TIMEOUT: "Database Query Timed Out",
+}
+_STATUS_CODES = {
+    ErrorKind.ERROR: 500,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.BUSY: 503,
+    ErrorKind.TIMEOUT: 504,
 }
 
 #: ER_CON_COUNT_ERROR, ER_TOO_MANY_USER_CONNECTIONS, ER_USER_LIMIT_REACHED.
@@ -108,6 +129,8 @@ def classify(exc: BaseException) -> ErrorKind | None:
         return ErrorKind.UNAVAILABLE
     if not isinstance(exc, MySQLdb.Error):
         return None
+    if isinstance(exc, QueryTimeout):
+        return ErrorKind.TIMEOUT
     errno = errno_of(exc)
     if errno in BUSY_ERRNOS:
         return ErrorKind.BUSY
@@ -127,3 +150,10 @@ def is_connection_broken(exc: BaseException) -> bool:
         # mysqlclient's InterfaceError(0, "") for a connection in a bad state.
         return isinstance(exc, MySQLdb.InterfaceError)
     return errno in _CLIENT_ERRNOS or errno in _FATAL_SERVER_ERRNOS
+
+
+def server_answered(exc: BaseException) -> bool:
+    """True if *exc* is the server's answer to a statement (an error packet
+    read in full): the connection is still in step, nothing is left running,
+    and the session stays open. (Client errors, 2000-2999, are not answers.)"""
+    return bool(errno_of(exc)) and not is_connection_broken(exc)

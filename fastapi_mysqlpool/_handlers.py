@@ -34,8 +34,8 @@ async def database_error_handler(
     else:
         logger.warning("%s in %s: %s", kind.message, where, exc)
     if isinstance(conn, WebSocket):
-        # 1011: internal error; 1013: try again later.
-        await conn.close(code=1011 if kind is ErrorKind.ERROR else 1013)
+        # 1011: internal error; 1013: try again later (the 503s).
+        await conn.close(code=1013 if kind.status_code == 503 else 1011)
         return None
     headers = {"Retry-After": str(RETRY_AFTER)} if kind.status_code == 503 else None
     return JSONResponse(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -17,7 +16,7 @@ from MySQLdb.cursors import BaseCursor
 from . import _aio
 from ._async_cursor import AsyncPoolCursor
 from ._connection import PooledConnection
-from ._errors import is_connection_broken
+from ._errors import is_connection_broken, server_answered
 
 if TYPE_CHECKING:
     from ._pool import Pool
@@ -185,12 +184,17 @@ class Lease:
                     # Shielded: a cancellation now must not cut the COMMIT in
                     # two (sent, its answer unread), leaving it in doubt.
                     await _aio.query(conn, b"COMMIT", shield=True)
-            except BaseException:
-                # A failed COMMIT leaves the connection pending: its
-                # transaction's fate is the server's, so that session goes to
-                # no one else (as in finish()). A cancellation that came while
-                # the answer was awaited, after it was read, does not.
-                self.pool._checkin(conn, reusable=not conn.pending)
+            except BaseException as error:
+                # After a failed COMMIT that session goes to no one else (as
+                # in finish()). One the server answered with an error is in
+                # step, the outcome told: closed (which rolls back whatever is
+                # left) with nothing to KILL. A cancellation that came while
+                # the answer was awaited, after it was read, leaves a
+                # connection to reuse.
+                if server_answered(error):
+                    conn.pending = False
+                reusable = not conn.pending and not isinstance(error, MySQLdb.Error)
+                self.pool._checkin(conn, reusable=reusable)
                 raise
             self.pool._checkin(conn, reusable=True)
             return
@@ -204,17 +208,25 @@ class Lease:
         if leftover is not None or conn.more_results():
             self.pool._checkin(conn, reusable=False)  # as in finish()
             return
+        reusable = True
         try:
             if conn.used:
                 # Shielded so a cancelled request still rolls back, but
                 # bounded: past RESET_TIMEOUT the connection is closed and its
                 # session KILLed, which rolls back.
                 with anyio.move_on_after(RESET_TIMEOUT, shield=True):
-                    with contextlib.suppress(MySQLdb.Error):
+                    try:
                         await _aio.rollback(conn)
+                    except MySQLdb.Error as exc:
+                        # The transaction may be open still: closed, not
+                        # reused. If the server answered, it is in step:
+                        # nothing to KILL.
+                        reusable = False
+                        if server_answered(exc):
+                            conn.pending = False
         finally:
-            # A failed or cut-off rollback leaves conn.pending set: not reused.
-            self.pool._checkin(conn, reusable=True)
+            # A cut-off rollback leaves conn.pending set: closed and KILLed.
+            self.pool._checkin(conn, reusable=reusable)
 
     async def __aenter__(self) -> Lease:
         # Not entered with `async with`: defined so that a lease is an async

@@ -12,6 +12,10 @@ What it adds to the base class, and why:
   pool synchronously while every other caller gets ``DrainedError``;
 - connections come back clean (rolled back; a changed session is closed);
 - fail-fast with backoff while the server is down, and a background refill;
+- a statement that outlasts ``read_timeout`` is KILLed (the server would run
+  it on) before its error is raised, its slot kept until then;
+- connects for the event loop run in threads of the pool's own, within
+  ``acquire_timeout``: never waiting for a worker thread that sync routes hold;
 - graceful close and :meth:`Pool.stats`.
 
 Threads (background tasks, ``fetch()``) and the event loop (dependencies) share
@@ -36,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
 import MySQLdb
 from mysqlclient_pool import ConnectionPool
@@ -53,7 +56,9 @@ from ._errors import (
     PoolClosed,
     PoolStartupError,
     PoolTimeout,
+    QueryTimeout,
     errno_of,
+    server_answered,
 )
 from ._lease import AsyncLease, Lease
 
@@ -76,6 +81,14 @@ CHECK_IDLE_AFTER: Final = 0.5
 CHECK_TIMEOUT: Final = 5.0
 #: Idle connections are pinged this often, so no firewall or server drops them.
 KEEPALIVE_INTERVAL: Final = 120.0
+#: Threads that open connections for the event loop (and KILL the sessions of
+#: its timed-out statements), so that never waits for one of anyio's worker
+#: threads, which sync routes may all hold (as HikariCP's
+#: addConnectionExecutor; mysqlclient has no non-blocking connect).
+CONNECT_THREADS: Final = 4
+#: How long a KILL waits for the session to end (a rollback can take a while)
+#: before its slot is given up anyway.
+KILL_WAIT: Final = 5.0
 
 _LIFETIME_JITTER = 0.025  # as HikariCP: spread the retirements of a batch
 _BACKOFF_FIRST = 0.05
@@ -191,6 +204,11 @@ class Pool(ConnectionPool):
         self._refill_delay = 0.0
         self._last_error: str | None = None
         self._housekeeper: threading.Thread | None = None
+        self._connector = concurrent.futures.ThreadPoolExecutor(
+            CONNECT_THREADS, thread_name_prefix="fastapi-mysqlpool-connect"
+        )
+        # One KILL connection at a time: the server sees at most max_size + 1.
+        self._kill_lock = threading.Lock()
         # Stats counters.
         self._opened = self._closed_count = self._errors = 0
         self._requests = self._timeouts = 0
@@ -209,21 +227,31 @@ class Pool(ConnectionPool):
         max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
         max_idle: float = DEFAULT_MAX_IDLE,
     ) -> None:
-        """Raise ``ValueError`` for an option out of range."""
-        if size is not None and size < 0:
-            raise ValueError(f"size must be >= 0, got {size}")
-        if max_size is not None and max_size < 1:
-            raise ValueError(f"max_size must be >= 1, got {max_size}")
+        """Raise ``ValueError`` for an option out of range or of the wrong type.
+
+        Counts are ints (a bool is not one); times are real numbers, never
+        NaN, which compares false with everything and would disable a limit.
+        """
+        _check_count("size", size, 0)
+        _check_count("max_size", max_size, 1)
         if max_size is not None and size is not None and max_size < size:
             raise ValueError(f"max_size ({max_size}) must be >= size ({size})")
+        _check_time("timeout", timeout)
         if not 0 <= timeout < math.inf:
             raise ValueError(f"timeout must be >= 0 and finite, got {timeout}")
+        _check_time("acquire_timeout", acquire_timeout)
         if not 0 < acquire_timeout < math.inf:
             raise ValueError(
                 f"acquire_timeout must be > 0 and finite, got {acquire_timeout}"
             )
-        if max_lifetime is not None and max_lifetime <= 0:
-            raise ValueError(f"max_lifetime must be > 0 or None, got {max_lifetime}")
+        # Infinite lifetimes and idle times make sense: never retire.
+        if max_lifetime is not None:
+            _check_time("max_lifetime", max_lifetime)
+            if max_lifetime <= 0:
+                raise ValueError(
+                    f"max_lifetime must be > 0 or None, got {max_lifetime}"
+                )
+        _check_time("max_idle", max_idle)
         if max_idle <= 0:
             raise ValueError(f"max_idle must be > 0, got {max_idle}")
 
@@ -312,6 +340,9 @@ class Pool(ConnectionPool):
             # It may be in a connect (bounded by connect_timeout) or a check
             # (bounded by CHECK_TIMEOUT); it exits at its next step.
             self._housekeeper.join(CHECK_TIMEOUT + self._connect_timeout())
+        # Connects under way finish (bounded by connect_timeout): a caller that
+        # gave up left its connection to the idle set, closed here.
+        self._connector.shutdown(wait=True)
         self._close_idle()
         with self._lock:
             self._drained_waiters.clear()
@@ -385,10 +416,11 @@ class Pool(ConnectionPool):
         except MySQLdb.Error as exc:
             raise self._connect_failed(exc) from exc
         now = time.monotonic()
-        conn.returned_at = now
+        conn.returned_at = conn.alive_at = now
         conn.wait_timeout = float(wait_timeout)
         conn.server_host = server_host
-        conn.read_timeout = config.get("read_timeout")
+        conn.read_timeout = config.get("read_timeout") or None  # 0: no limit
+        conn.killer = self
         # Compressed packets have another header: _wire cannot read them.
         conn.plain_wire = not config.get("compress")
         lifetime = self.max_lifetime
@@ -497,7 +529,7 @@ class Pool(ConnectionPool):
             self._requests += 1
         while self._idle:
             conn = self._idle.pop()
-            if now >= conn.expires_at or now - conn.returned_at >= conn.wait_timeout:
+            if now >= conn.expires_at or now - conn.alive_at >= conn.wait_timeout:
                 self._closed_count += 1
                 stale.append(conn)
                 continue
@@ -545,7 +577,7 @@ class Pool(ConnectionPool):
         round trip, None if it needs one."""
         if conn.looks_dead():
             return False
-        if time.monotonic() - conn.returned_at <= CHECK_IDLE_AFTER:
+        if time.monotonic() - conn.alive_at <= CHECK_IDLE_AFTER:
             return True
         return None
 
@@ -562,7 +594,7 @@ class Pool(ConnectionPool):
             if self._closing or not self._idle:
                 return None
             conn = self._idle[-1]
-            if now >= conn.expires_at or now - conn.returned_at >= conn.wait_timeout:
+            if now >= conn.expires_at or now - conn.alive_at >= conn.wait_timeout:
                 return None
             self._idle.pop()
             self._in_use += 1
@@ -576,8 +608,12 @@ class Pool(ConnectionPool):
             return alive
         try:
             await _aio.ping(conn, CHECK_TIMEOUT)
-        except MySQLdb.Error:  # a timeout included (see _aio.lost)
-            return False
+        except MySQLdb.Error as exc:  # a timeout included (see _aio.lost)
+            if not server_answered(exc):
+                return False
+            # An error answered (a user's query limit, a KILL QUERY): alive,
+            # and in step with the server.
+            conn.pending = False
         return True
 
     async def _aacquire(self, timeout: float, check: bool = True) -> PooledConnection:
@@ -598,15 +634,7 @@ class Pool(ConnectionPool):
             if isinstance(got, concurrent.futures.Future):
                 got = await self._wait_async(got, deadline, timeout)
             if got is _SLOT:
-                # Shielded: a cancelled caller must not lose the new connection.
-                with anyio.CancelScope(shield=True):
-                    conn = await anyio.to_thread.run_sync(self._open_for_caller)
-                try:
-                    await anyio.lowlevel.checkpoint_if_cancelled()
-                except BaseException:
-                    self._checkin(conn, reusable=True)
-                    raise
-                return conn
+                return await self._aopen_for_caller(deadline, timeout)
             assert isinstance(got, PooledConnection)
             try:
                 if not check or await self._aalive(got):
@@ -635,6 +663,75 @@ class Pool(ConnectionPool):
             self._opening -= 1
             self._in_use += 1
         return conn
+
+    async def _aopen_for_caller(
+        self, deadline: float, timeout: float
+    ) -> PooledConnection:
+        """:meth:`_open_for_caller` for the event loop: in a connect thread,
+        awaited until *deadline* (``acquire_timeout``) at most. A caller that
+        gives up (or is cancelled) leaves the connection to the pool."""
+        handoff: concurrent.futures.Future[PooledConnection] = (
+            concurrent.futures.Future()
+        )
+        try:
+            self._connector.submit(self._open_into, handoff)
+        except RuntimeError:  # closed meanwhile: no connect threads left
+            self._free_slot()
+            raise PoolClosed() from None
+        try:
+            with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                return await asyncio.wrap_future(handoff)
+        except TimeoutError:
+            conn = self._abandon(handoff, timed_out=True)
+            if conn is None:
+                raise PoolTimeout(
+                    f"no connection to {self.config.target} could be opened "
+                    f"within {timeout:g} s (acquire_timeout)"
+                ) from None
+            return conn  # it came just in time
+        except BaseException:
+            if not handoff.done() or handoff.cancelled() or handoff.exception() is None:
+                # Cancelled: the connection goes back, or to the pool later.
+                conn = self._abandon(handoff, timed_out=False)
+                if conn is not None:
+                    self._checkin(conn, reusable=True)
+            raise  # else the connect's own error
+
+    def _open_into(self, handoff: concurrent.futures.Future[PooledConnection]) -> None:
+        """In a connect thread: open a connection into a slot reserved for the
+        caller awaiting *handoff*; if it gave up meanwhile, for the pool."""
+        with self._lock:
+            closing = self._closing
+        if handoff.cancelled() or closing:
+            self._free_slot()  # to the next waiter, or the refill
+            if handoff.set_running_or_notify_cancel():
+                handoff.set_exception(PoolClosed())
+            return
+        try:
+            conn = self._open_for_caller()
+        except BaseException as exc:
+            if handoff.set_running_or_notify_cancel():
+                handoff.set_exception(exc)
+            return
+        with self._lock:
+            # Under the lock: _abandon() decides under it too.
+            if handoff.set_running_or_notify_cancel():
+                handoff.set_result(conn)
+                return
+        # Abandoned: to the longest waiter, else idle (closed when closing).
+        self._checkin(conn, reusable=True)
+
+    def _abandon(
+        self, handoff: concurrent.futures.Future[PooledConnection], *, timed_out: bool
+    ) -> PooledConnection | None:
+        """Give up on *handoff*: None, or the connection if it came meanwhile
+        (raises the connect's error if that failed meanwhile)."""
+        with self._lock:
+            if handoff.cancel():
+                if timed_out:
+                    self._timeouts += 1
+                return None
+        return handoff.result(0)
 
     def _wait_sync(
         self, waiter: concurrent.futures.Future[Any], deadline: float, timeout: float
@@ -711,7 +808,7 @@ class Pool(ConnectionPool):
         if reusable and conn.is_reusable(now):
             with self._lock:
                 if not self._closing:  # checked under the lock: close() races
-                    conn.returned_at = now
+                    conn.returned_at = conn.alive_at = now
                     # (No close() to wake: it is not closing.)
                     if not self._waiters or not self._handoff_locked(conn):
                         self._idle.append(conn)
@@ -760,13 +857,20 @@ class Pool(ConnectionPool):
             self._opening -= 1
             self._slot_freed_locked()
 
-    def _put_idle_locked(self, conn: PooledConnection) -> None:
-        """A new or checked connection nobody holds: to a waiter, else idle."""
-        conn.returned_at = time.monotonic()
+    def _put_idle_locked(self, conn: PooledConnection, *, unused: bool = False) -> None:
+        """A new or checked connection nobody holds: to a waiter, else idle.
+
+        An *unused* one (a keepalive's) goes to the cold end of the idle set,
+        where it was: borrowing takes the warm end, so connections beyond
+        ``size`` that callers stopped using can age out (``max_idle``).
+        """
         self._in_use += 1
         if not self._handoff_locked(conn):
             self._in_use -= 1
-            self._idle.append(conn)
+            if unused:
+                self._idle.appendleft(conn)
+            else:
+                self._idle.append(conn)
         self._changed_locked()
 
     def _changed_locked(self) -> None:
@@ -920,20 +1024,22 @@ class Pool(ConnectionPool):
         check: list[PooledConnection] = []
         keep: list[PooledConnection] = []
         surplus = self._total_locked() - self.size
-        for conn in self._idle:  # longest idle first
-            idle_for = now - conn.returned_at
+        for conn in self._idle:  # longest unused first
+            # Pings keep a session alive, but do not make it used: max_idle
+            # counts from its last caller, the rest from its last answer.
+            silent_for = now - conn.alive_at
             if conn.looks_dead():
                 self._errors += 1
                 retire.append(conn)
                 surplus -= 1
             elif (
                 now >= conn.expires_at
-                or idle_for >= conn.wait_timeout
-                or (surplus > 0 and idle_for >= self.max_idle)
+                or silent_for >= conn.wait_timeout
+                or (surplus > 0 and now - conn.returned_at >= self.max_idle)
             ):
                 retire.append(conn)
                 surplus -= 1
-            elif idle_for >= _keepalive_after(conn):
+            elif silent_for >= _keepalive_after(conn):
                 check.append(conn)
             else:
                 keep.append(conn)
@@ -943,8 +1049,10 @@ class Pool(ConnectionPool):
         self._checking += len(check)
         return retire, check
 
-    def _kill_sessions(self, sessions: list[tuple[int, str | None]]) -> None:
-        """KILL the server sessions of connections closed mid-query.
+    def _kill_sessions(self, sessions: list[tuple[int, str | None]]) -> int:
+        """KILL the server sessions of connections closed mid-query, or whose
+        statement timed out; wait (up to ``KILL_WAIT``) until they are gone.
+        Returns how many were found and killed.
 
         Through a short-lived connection of its own (as psycopg sends cancel
         requests): the pool may be full of the very sessions to kill. Only a
@@ -952,26 +1060,73 @@ class Pool(ConnectionPool):
         restart or a failover, or behind a load balancer, the same id may be
         someone else's.
         """
-        try:
-            conn = self._connect()
-        except ConnectionError as exc:  # the sessions probably died with it
-            logger.warning("could not KILL abandoned sessions: %s", exc)
-            return
-        try:
-            for session, host in sessions:
-                if host is None:
-                    continue
-                with contextlib.suppress(MySQLdb.Error):  # ended meanwhile
-                    conn.query(
-                        b"SELECT host FROM information_schema.processlist "
-                        b"WHERE id = %d" % session
-                    )
-                    if conn.store_result().fetch_row() == ((host,),):
-                        conn.query(b"KILL %d" % session)
-        finally:
-            _close_quietly(conn)
-            with self._lock:
-                self._closed_count += 1
+        with self._kill_lock:
+            try:
+                conn = self._connect()
+            except ConnectionError as exc:  # the sessions probably died with it
+                logger.warning("could not KILL abandoned sessions: %s", exc)
+                return 0
+            conn.killer = None  # its own timeout must not come back here
+            killed: list[int] = []
+            try:
+                for session, host in sessions:
+                    if host is None:
+                        continue
+                    with contextlib.suppress(MySQLdb.Error):  # ended meanwhile
+                        conn.query(
+                            b"SELECT host FROM information_schema.processlist "
+                            b"WHERE id = %d" % session
+                        )
+                        if conn.store_result().fetch_row() == ((host,),):
+                            conn.query(b"KILL %d" % session)
+                            killed.append(session)
+                if killed:
+                    with contextlib.suppress(MySQLdb.Error):
+                        _wait_gone(conn, killed)
+            finally:
+                _close_quietly(conn)
+                with self._lock:
+                    self._closed_count += 1
+        return len(killed)
+
+    # -- read timeouts (see SessionKiller) --------------------------------------
+
+    def _kill_after_timeout(
+        self, conn: PooledConnection, timeout: float
+    ) -> MySQLdb.OperationalError | None:
+        """A statement on *conn* got no answer within *timeout*: KILL its
+        session, so that the statement and its transaction (row locks) stop.
+        The caller holds *conn*, hence its slot, until this returns.
+
+        The error to raise if the session was killed: the server is
+        reachable, so the statement was slow (:class:`QueryTimeout`). None
+        if it was not (unreachable, or the session gone): the connection was
+        lost, as far as anyone can tell.
+        """
+        if not self._kill_sessions([_session_of(conn)]):
+            return None
+        return QueryTimeout(
+            2013,
+            f"no answer from {self.config.target} within {timeout:g} s "
+            "(read_timeout): the statement was killed",
+        )
+
+    async def _akill_after_timeout(
+        self, conn: PooledConnection, timeout: float
+    ) -> MySQLdb.OperationalError | None:
+        """:meth:`_kill_after_timeout` in a connect thread, for the event loop."""
+        error = None
+        # Shielded: a cancelled caller must still hold the slot until then.
+        with anyio.CancelScope(shield=True):
+            try:
+                job = self._connector.submit(self._kill_after_timeout, conn, timeout)
+            except RuntimeError:  # the pool is closed: no connect threads left
+                error = await anyio.to_thread.run_sync(
+                    self._kill_after_timeout, conn, timeout
+                )
+            else:
+                error = await asyncio.wrap_future(job)
+        return error
 
     def _keepalive(self, conn: PooledConnection) -> None:
         alive = conn.ping_within(CHECK_TIMEOUT)
@@ -979,7 +1134,8 @@ class Pool(ConnectionPool):
             with self._lock:
                 self._checking -= 1
                 if not self._closing:
-                    self._put_idle_locked(conn)
+                    conn.alive_at = time.monotonic()
+                    self._put_idle_locked(conn, unused=True)
                     return
                 self._checking += 1
         _close_quietly(conn)
@@ -994,12 +1150,15 @@ class Pool(ConnectionPool):
         deadline = now + _HOUSEKEEPER_MAX_SLEEP
         if self._total_locked() < self.size:
             deadline = min(deadline, max(self._down_until, self._refill_retry_at))
+        # max_idle only retires connections beyond size: counting it for the
+        # others would wake the housekeeper in a loop once they idle that long.
+        surplus = self._total_locked() > self.size
         for conn in self._idle:
             deadline = min(
                 deadline,
                 conn.expires_at,
-                conn.returned_at + _keepalive_after(conn),
-                conn.returned_at + self.max_idle,
+                conn.alive_at + _keepalive_after(conn),
+                conn.returned_at + self.max_idle if surplus else math.inf,
             )
         # Never spin: nothing here needs finer timing than this.
         return max(deadline, now + 0.01)
@@ -1024,6 +1183,24 @@ class Pool(ConnectionPool):
             )
 
 
+def _check_count(name: str, value: object, minimum: int) -> None:
+    """None (the default) or an int, not a bool, not a float."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_time(name: str, value: object) -> None:
+    """Seconds: an int or a float, not a bool, not NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number of seconds, got nan")
+
+
 def _keepalive_after(conn: PooledConnection) -> float:
     return min(KEEPALIVE_INTERVAL, conn.wait_timeout / 2)
 
@@ -1045,11 +1222,22 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _session_of(conn: PooledConnection) -> tuple[int, str | None] | None:
-    try:
-        return conn.thread_id(), conn.server_host
-    except Exception:
-        return None
+def _session_of(conn: PooledConnection) -> tuple[int, str | None]:
+    return conn.session_id, conn.server_host
+
+
+def _wait_gone(conn: PooledConnection, sessions: list[int]) -> None:
+    """Until the server no longer lists *sessions* (KILL only flags them: a
+    killed session ends once it notices, after rolling back)."""
+    listed = b"SELECT COUNT(*) FROM information_schema.processlist WHERE id IN (%s)"
+    query = listed % b",".join(b"%d" % session for session in sessions)
+    deadline = time.monotonic() + KILL_WAIT
+    while True:
+        conn.query(query)
+        ((count,),) = conn.store_result().fetch_row()
+        if not count or time.monotonic() > deadline:
+            return
+        time.sleep(0.005)  # a poll: the server offers nothing to wait on
 
 
 def _close_quietly(conn: PooledConnection) -> None:

@@ -17,6 +17,7 @@ PUBLIC = {
     "PoolStartupError",
     "PoolStats",
     "PoolTimeout",
+    "QueryTimeout",
     "add_pool_task",
     "get_async_cursor",
     "get_async_dict_cursor",
