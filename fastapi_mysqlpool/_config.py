@@ -68,7 +68,7 @@ def parse_url(url: str) -> dict[str, Any]:
         # would be read as the database or parameters, and shown in messages.
         raise ValueError(
             "invalid database URL: percent-encode special characters in the "
-            "user and password (quote_plus)"
+            "user and password with urllib.parse.quote(password, safe='')"
         )
     if parts.scheme not in _SCHEMES:
         # Never echo the URL: it may carry the password.
@@ -77,6 +77,9 @@ def parse_url(url: str) -> dict[str, Any]:
             f"expected one of {sorted(_SCHEMES)}"
         )
     params: dict[str, Any] = {}
+    # unquote, not unquote_plus: "+" is a plain character in a URL's user and
+    # password (RFC 3986), and a raw "+" in a password must stay one. A space
+    # is %20 (quote_plus would write "+": hence quote(..., safe="") above).
     if parts.username:
         params["user"] = unquote(parts.username)
     if parts.password is not None:
