@@ -207,6 +207,22 @@ class PooledConnection(Connection):
             return False
 
 
+class _ReleasedConnection:
+    """A released cursor's ``connection``: any use of it raises
+    :class:`CursorReleasedError` (None would raise AttributeError)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise CursorReleasedError(RELEASED_MESSAGE)
+
+    def __repr__(self) -> str:
+        return "<connection given back to the pool>"
+
+
+RELEASED_CONNECTION: Any = _ReleasedConnection()
+
+
 class LeasedCursorMixin:
     """Makes a cursor unusable once its connection goes back to the pool.
 
@@ -237,11 +253,15 @@ class LeasedCursorMixin:
             raise CursorReleasedError(RELEASED_MESSAGE)
         super()._check_executed()  # type: ignore[misc]
 
+    def close(self) -> None:
+        if not self._released:  # else BaseCursor.close() would use .connection
+            super().close()  # type: ignore[misc]
+
     def release(self) -> Any:
         """Refuse any later use. Does no I/O: returns a result left unread (an
         unbuffered cursor's), which the lease discards before reuse."""
         leftover = self._result
-        self.connection = None
+        self.connection = RELEASED_CONNECTION
         self.before_first_statement = None  # the lease's: no cycle left behind
         self._result = None
         self._rows = None
