@@ -8,10 +8,11 @@ import select
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import MySQLdb
 from MySQLdb.connections import Connection
 from MySQLdb.cursors import BaseCursor
 
-from ._errors import CursorReleasedError
+from ._errors import CursorReleasedError, errno_of
 from ._socket import readable_check
 
 # Statements that leave state in the session for the next borrower: variables and
@@ -32,6 +33,9 @@ _CHANGE_ANYWHERE = re.compile(
 )
 
 _SEMICOLON, _AT, _COLON = b";@:"
+
+#: CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED.
+_LOST_ERRNOS = frozenset({2006, 2013, 2055})
 
 
 def changes_session(statement: bytes | bytearray) -> bool:
@@ -80,6 +84,10 @@ class PooledConnection(Connection):
     #: How the server sees this client (processlist HOST, "ip:port"): a KILL is
     #: only sent to a session that is still ours.
     server_host: str | None
+    #: The session's ``max_allowed_packet``: a statement that size or larger
+    #: makes the server close the connection (see :meth:`too_large`). Until
+    #: the pool learns it, the client's own limit (1 GB).
+    max_packet: int = 1 << 30
     #: cfg's read_timeout, which async waits honour too (None: no limit).
     read_timeout: float | None
     #: Whether the socket has something to read now (no syscall releasing the
@@ -137,7 +145,13 @@ class PooledConnection(Connection):
         self.note_query(
             query.encode("utf-8", "replace") if isinstance(query, str) else query
         )
-        super().query(query)
+        try:
+            super().query(query)
+        except MySQLdb.OperationalError as exc:
+            too_large = self.too_large(exc, len(query))
+            if too_large is None:
+                raise
+            raise too_large from exc
 
     def note_query(self, query: bytes | bytearray) -> None:
         """Record what :meth:`query` would for SQL sent with ``send_query``."""
@@ -156,6 +170,26 @@ class PooledConnection(Connection):
     def change_user(self, *args: Any, **kwargs: Any) -> Any:
         self.session_changed = True
         return super().change_user(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def too_large(
+        self, exc: BaseException, size: int
+    ) -> MySQLdb.OperationalError | None:
+        """ER_NET_PACKET_TOO_LARGE (1153) in place of *exc*, if *exc* is this
+        connection lost over a statement of *size* bytes at or above the
+        session's max_allowed_packet; else None.
+
+        The server closes the connection on such a statement, usually before
+        the client has sent all of it: the client sees 2006 or 2013, a lost
+        connection (code 1, "retry"), for a statement that can never succeed.
+        Only on that error path: no cost per statement.
+        """
+        if errno_of(exc) in _LOST_ERRNOS and size + 1 > self.max_packet:
+            return MySQLdb.OperationalError(
+                1153,
+                f"a statement of {size} bytes is over the server's "
+                f"max_allowed_packet ({self.max_packet} bytes)",
+            )
+        return None
 
     _peek_buffer: ctypes.Array[ctypes.c_char] | None = None
 

@@ -375,10 +375,12 @@ class Pool(ConnectionPool):
                 # How the server sees us: a KILL is only ever sent to a session
                 # that is still this connection's (see _kill_sessions).
                 conn.query(
-                    b"SELECT @@wait_timeout, (SELECT host FROM "
-                    b"information_schema.processlist WHERE id = CONNECTION_ID())"
+                    b"SELECT @@wait_timeout, @@max_allowed_packet, (SELECT host "
+                    b"FROM information_schema.processlist WHERE id = CONNECTION_ID())"
                 )
-                ((wait_timeout, server_host),) = conn.store_result().fetch_row()
+                ((wait_timeout, max_packet, server_host),) = (
+                    conn.store_result().fetch_row()
+                )
             except BaseException:
                 _close_quietly(conn)
                 raise
@@ -388,6 +390,7 @@ class Pool(ConnectionPool):
         conn.returned_at = now
         conn.wait_timeout = float(wait_timeout)
         conn.server_host = server_host
+        conn.max_packet = int(max_packet)
         conn.read_timeout = config.get("read_timeout")
         # Compressed packets have another header: _wire cannot read them.
         conn.plain_wire = not config.get("compress")
