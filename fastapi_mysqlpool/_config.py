@@ -16,6 +16,7 @@ _INT_PARAMS = frozenset(
     {"port", "connect_timeout", "read_timeout", "write_timeout", "client_flag"}
 )
 _BOOL_PARAMS = frozenset({"autocommit", "local_infile", "compress", "use_unicode"})
+_TLS_MODES = frozenset({"REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY"})
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -40,6 +41,19 @@ class ConnectConfig(dict[str, Any]):
             where = f"{self.get('host', 'localhost')}:{self.get('port', 3306)}"
         database = self.get("database", self.get("db"))
         return f"{user}@{where}" + (f"/{database}" if database else "")
+
+
+def required_tls(config: Mapping[str, Any]) -> str | None:
+    """What in *config* demands TLS (``"ssl_mode=REQUIRED"``, ``"ssl"``), or None.
+
+    With libmariadb, mysqlclient connects in plaintext to a server without TLS
+    for ssl_mode=REQUIRED or an ``ssl`` argument (VERIFY_* do refuse): the
+    pool must then check each connection itself.
+    """
+    mode = config.get("ssl_mode")
+    if mode is not None:  # it wins over `ssl`, as in mysqlclient
+        return f"ssl_mode={mode}" if str(mode).upper() in _TLS_MODES else None
+    return "ssl" if config.get("ssl") else None
 
 
 def make_config(cfg: Mapping[str, Any] | str) -> ConnectConfig:

@@ -43,7 +43,12 @@ from mysqlclient_pool import ConnectionPool
 from MySQLdb.cursors import BaseCursor, Cursor
 
 from . import _aio
-from ._config import DEFAULT_CONNECT_TIMEOUT, ConnectConfig, make_config
+from ._config import (
+    DEFAULT_CONNECT_TIMEOUT,
+    ConnectConfig,
+    make_config,
+    required_tls,
+)
 from ._connection import PooledConnection, leased_cursor_class
 from ._errors import (
     BUSY_ERRNOS,
@@ -169,6 +174,7 @@ class Pool(ConnectionPool):
         self.max_lifetime = max_lifetime
         self.max_idle = max_idle
         self.fillup = fillup
+        self._required_tls = required_tls(self.config)
 
         self._lock = threading.Lock()
         # Wakes the housekeeper, and close() waiting for connections to return.
@@ -381,6 +387,8 @@ class Pool(ConnectionPool):
                 ((wait_timeout, max_packet, server_host),) = (
                     conn.store_result().fetch_row()
                 )
+                if self._required_tls is not None:
+                    _check_encrypted(conn, self._required_tls)
             except BaseException:
                 _close_quietly(conn)
                 raise
@@ -1046,6 +1054,21 @@ def _describe(exc: BaseException) -> str:
     if errno is not None and len(exc.args) > 1:
         return f"({errno}) {exc.args[1]}"
     return str(exc) or type(exc).__name__
+
+
+def _check_encrypted(conn: PooledConnection, required: str) -> None:
+    """Refuse a connection that *required* (what in cfg asked for TLS) wanted
+    encrypted but is not: libmariadb lets ssl_mode=REQUIRED and ``ssl`` fall
+    back to plaintext. The server's word, one round trip per new connection."""
+    conn.query(b"SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+    rows = conn.store_result().fetch_row()
+    if not rows or not rows[0][1]:
+        # 2026, CR_SSL_CONNECTION_ERROR, as libmariadb's own VERIFY_CA refusal.
+        raise MySQLdb.OperationalError(
+            2026,
+            f"TLS was required ({required}) but the server did not negotiate "
+            "it: the connection is not encrypted",
+        )
 
 
 def _session_of(conn: PooledConnection) -> tuple[int, str | None] | None:
