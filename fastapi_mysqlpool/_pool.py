@@ -233,6 +233,18 @@ class Pool(ConnectionPool):
         if max_idle <= 0:
             raise ValueError(f"max_idle must be > 0, got {max_idle}")
 
+    def _set_max_size(self, max_size: int) -> None:
+        """Change the cap of a running pool: callers queued get the slots it
+        adds; below a lowered cap, no connection opens until the pool is under
+        it."""
+        with self._lock:
+            self.max_size = max_size
+            while self._waiters and self._total_locked() < max_size:
+                self._opening += 1
+                if not self._handoff_locked(_SLOT):
+                    self._opening -= 1
+                    break
+
     def __repr__(self) -> str:
         with self._lock:
             state = "closed" if self._closing else "open"
