@@ -363,6 +363,9 @@ class AsyncPoolCursor(Generic[RowT]):
                 )
         except BaseException as exc:
             self._failed(conn, exc)
+            too_large = conn.too_large(exc, len(statement))
+            if too_large is not None:
+                raise too_large from exc
             raise
         conn.pending = False
         self._executed = statement

@@ -16,6 +16,7 @@ _INT_PARAMS = frozenset(
     {"port", "connect_timeout", "read_timeout", "write_timeout", "client_flag"}
 )
 _BOOL_PARAMS = frozenset({"autocommit", "local_infile", "compress", "use_unicode"})
+_TLS_MODES = frozenset({"REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY"})
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -40,6 +41,19 @@ class ConnectConfig(dict[str, Any]):
             where = f"{self.get('host', 'localhost')}:{self.get('port', 3306)}"
         database = self.get("database", self.get("db"))
         return f"{user}@{where}" + (f"/{database}" if database else "")
+
+
+def required_tls(config: Mapping[str, Any]) -> str | None:
+    """What in *config* demands TLS (``"ssl_mode=REQUIRED"``, ``"ssl"``), or None.
+
+    With libmariadb, mysqlclient connects in plaintext to a server without TLS
+    for ssl_mode=REQUIRED or an ``ssl`` argument (VERIFY_* do refuse): the
+    pool must then check each connection itself.
+    """
+    mode = config.get("ssl_mode")
+    if mode is not None:  # it wins over `ssl`, as in mysqlclient
+        return f"ssl_mode={mode}" if str(mode).upper() in _TLS_MODES else None
+    return "ssl" if config.get("ssl") else None
 
 
 def make_config(cfg: Mapping[str, Any] | str) -> ConnectConfig:
@@ -68,7 +82,7 @@ def parse_url(url: str) -> dict[str, Any]:
         # would be read as the database or parameters, and shown in messages.
         raise ValueError(
             "invalid database URL: percent-encode special characters in the "
-            "user and password (quote_plus)"
+            "user and password with urllib.parse.quote(password, safe='')"
         )
     if parts.scheme not in _SCHEMES:
         # Never echo the URL: it may carry the password.
@@ -77,6 +91,9 @@ def parse_url(url: str) -> dict[str, Any]:
             f"expected one of {sorted(_SCHEMES)}"
         )
     params: dict[str, Any] = {}
+    # unquote, not unquote_plus: "+" is a plain character in a URL's user and
+    # password (RFC 3986), and a raw "+" in a password must stay one. A space
+    # is %20 (quote_plus would write "+": hence quote(..., safe="") above).
     if parts.username:
         params["user"] = unquote(parts.username)
     if parts.password is not None:

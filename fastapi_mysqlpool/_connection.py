@@ -13,7 +13,7 @@ import MySQLdb
 from MySQLdb.connections import Connection
 from MySQLdb.cursors import BaseCursor
 
-from ._errors import CursorReleasedError, server_answered
+from ._errors import CursorReleasedError, errno_of, server_answered
 from ._socket import readable_check
 
 # Statements that leave state in the session for the next borrower: variables and
@@ -34,6 +34,9 @@ _CHANGE_ANYWHERE = re.compile(
 )
 
 _SEMICOLON, _AT, _COLON = b";@:"
+
+#: CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED.
+_LOST_ERRNOS = frozenset({2006, 2013, 2055})
 
 
 def changes_session(statement: bytes | bytearray) -> bool:
@@ -106,6 +109,10 @@ class PooledConnection(Connection):
     #: How the server sees this client (processlist HOST, "ip:port"): a KILL is
     #: only sent to a session that is still ours.
     server_host: str | None
+    #: The session's ``max_allowed_packet``: a statement that size or larger
+    #: makes the server close the connection (see :meth:`too_large`). Until
+    #: the pool learns it, the client's own limit (1 GB).
+    max_packet: int = 1 << 30
     #: cfg's read_timeout, which async waits honour too (None: no limit).
     #: (Class defaults: Connection.__init__ may run queries before ours sets them.)
     read_timeout: float | None = None
@@ -169,10 +176,16 @@ class PooledConnection(Connection):
         self.note_query(
             query.encode("utf-8", "replace") if isinstance(query, str) else query
         )
-        if self.read_timeout is None:
-            super().query(query)
-        else:
-            self._query_or_kill(query, self.read_timeout)
+        try:
+            if self.read_timeout is None:
+                super().query(query)
+            else:
+                self._query_or_kill(query, self.read_timeout)
+        except MySQLdb.OperationalError as exc:
+            too_large = self.too_large(exc, len(query))
+            if too_large is None:
+                raise
+            raise too_large from exc
 
     def _query_or_kill(self, query: str | bytes | bytearray, timeout: float) -> None:
         """query() under read_timeout. The C client gives up waiting with 2013
@@ -213,6 +226,26 @@ class PooledConnection(Connection):
     def change_user(self, *args: Any, **kwargs: Any) -> Any:
         self.session_changed = True
         return super().change_user(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def too_large(
+        self, exc: BaseException, size: int
+    ) -> MySQLdb.OperationalError | None:
+        """ER_NET_PACKET_TOO_LARGE (1153) in place of *exc*, if *exc* is this
+        connection lost over a statement of *size* bytes at or above the
+        session's max_allowed_packet; else None.
+
+        The server closes the connection on such a statement, usually before
+        the client has sent all of it: the client sees 2006 or 2013, a lost
+        connection (code 1, "retry"), for a statement that can never succeed.
+        Only on that error path: no cost per statement.
+        """
+        if errno_of(exc) in _LOST_ERRNOS and size + 1 > self.max_packet:
+            return MySQLdb.OperationalError(
+                1153,
+                f"a statement of {size} bytes is over the server's "
+                f"max_allowed_packet ({self.max_packet} bytes)",
+            )
+        return None
 
     _peek_buffer: ctypes.Array[ctypes.c_char] | None = None
 
@@ -269,6 +302,22 @@ class PooledConnection(Connection):
             return False
 
 
+class _ReleasedConnection:
+    """A released cursor's ``connection``: any use of it raises
+    :class:`CursorReleasedError` (None would raise AttributeError)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise CursorReleasedError(RELEASED_MESSAGE)
+
+    def __repr__(self) -> str:
+        return "<connection given back to the pool>"
+
+
+RELEASED_CONNECTION: Any = _ReleasedConnection()
+
+
 class LeasedCursorMixin:
     """Makes a cursor unusable once its connection goes back to the pool.
 
@@ -299,11 +348,15 @@ class LeasedCursorMixin:
             raise CursorReleasedError(RELEASED_MESSAGE)
         super()._check_executed()  # type: ignore[misc]
 
+    def close(self) -> None:
+        if not self._released:  # else BaseCursor.close() would use .connection
+            super().close()  # type: ignore[misc]
+
     def release(self) -> Any:
         """Refuse any later use. Does no I/O: returns a result left unread (an
         unbuffered cursor's), which the lease discards before reuse."""
         leftover = self._result
-        self.connection = None
+        self.connection = RELEASED_CONNECTION
         self.before_first_statement = None  # the lease's: no cycle left behind
         self._result = None
         self._rows = None

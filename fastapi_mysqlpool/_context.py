@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from contextvars import ContextVar
 from typing import Any
@@ -15,6 +16,8 @@ _SCOPE_KEY = "fastapi_mysqlpool.pool"
 # Set per request, so add_pool_task() finds the pool without being handed one.
 _current_pool: ContextVar[Pool | None] = ContextVar("fastapi_mysqlpool", default=None)
 _app_pools: weakref.WeakKeyDictionary[Any, Pool] = weakref.WeakKeyDictionary()
+# Two starts of one app may run at once on two event loops (threads).
+_app_pools_lock = threading.Lock()
 
 _NO_POOL = (
     "no MySQL pool here: create the app with "
@@ -43,12 +46,28 @@ class BindPool:
 
 
 def register(app: Any, pool: Pool) -> None:
-    _app_pools[app] = pool
+    """Make *pool* the pool of *app*; RuntimeError if another one is running.
+
+    One app object has one middleware stack, hence one pool at a time: a second
+    start while the first runs would rebind the app to its own pool, and the
+    first start's requests would fail once the second stopped.
+    """
+    with _app_pools_lock:
+        running = _app_pools.get(app)
+        if running is not None and running is not pool:
+            raise RuntimeError(
+                "this app is already running with a MySQL pool: an app object "
+                "can be started only once at a time (nested `with "
+                "TestClient(app)` blocks, or one app served by two servers in "
+                "one process?); stop the first start, or create an app per server"
+            )
+        _app_pools[app] = pool
 
 
 def unregister(app: Any, pool: Pool) -> None:
-    if _app_pools.get(app) is pool:
-        del _app_pools[app]
+    with _app_pools_lock:
+        if _app_pools.get(app) is pool:
+            del _app_pools[app]
 
 
 def current_pool() -> Pool | None:

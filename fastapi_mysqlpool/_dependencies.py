@@ -8,7 +8,8 @@ from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 import MySQLdb.cursors
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from ._async_cursor import AsyncPoolCursor
 from ._connection import leased_cursor_class
@@ -24,13 +25,14 @@ _DictCursor = leased_cursor_class(MySQLdb.cursors.DictCursor)
 # FastAPI (>= 0.121, where Depends(scope="function") appeared) unwinds this exit
 # stack after the route returns and before the response is sent: a lease ended
 # there commits first, so a failed COMMIT becomes an error response instead of
-# following a 200. Pushing onto it directly, rather than writing the lease as a
-# yield dependency with scope="function", also spares FastAPI's generator
-# machinery on every request; tests/test_fastapi_internals.py pins the key.
+# following a 200. A websocket endpoint has one too, unwound when it returns.
+# Pushing onto it directly, rather than writing the lease as a yield dependency
+# with scope="function", also spares FastAPI's generator machinery on every
+# request; tests/test_fastapi_internals.py pins the key.
 _FUNCTION_STACK = "fastapi_function_astack"
 
 
-def _request_pool(request: Request) -> tuple[Pool, AsyncExitStack]:
+def _request_pool(request: HTTPConnection) -> tuple[Pool, AsyncExitStack]:
     try:
         stack: AsyncExitStack = request.scope[_FUNCTION_STACK]
     except KeyError:
@@ -62,7 +64,7 @@ def _lend(stack: AsyncExitStack, pool: Pool, conn: Any, make: Any, *args: Any) -
 _async_endpoints: dict[Any, bool] = {}
 
 
-def _warn_if_blocking(request: Request) -> None:
+def _warn_if_blocking(request: HTTPConnection) -> None:
     """A sync cursor in an ``async def`` route blocks the event loop for each
     query, stalling every other request: say so, once per route."""
     route = request.scope.get("route")
@@ -81,14 +83,15 @@ def _warn_if_blocking(request: Request) -> None:
             )
 
 
-async def get_cursor(request: Request) -> MySQLdb.cursors.Cursor:
+async def get_cursor(request: HTTPConnection) -> MySQLdb.cursors.Cursor:
     """A cursor on a connection dedicated to this request (rows as tuples).
 
     The transaction commits after the route returns, before the response is
     sent; any exception (``HTTPException`` and cancellation included) rolls it
     back. The connection then goes back to the pool and the cursor refuses any
     further use. Its queries block the calling thread: for ``def`` routes (in
-    ``async def`` routes, use :func:`get_async_cursor`).
+    ``async def`` routes, use :func:`get_async_cursor`). In a websocket
+    endpoint, the transaction lasts until the endpoint returns.
     """
     _warn_if_blocking(request)
     pool, stack = _request_pool(request)
@@ -96,7 +99,7 @@ async def get_cursor(request: Request) -> MySQLdb.cursors.Cursor:
     return _lend(stack, pool, conn, Lease.of_cursor, _TupleCursor, False)  # type: ignore[no-any-return]
 
 
-async def get_dict_cursor(request: Request) -> MySQLdb.cursors.DictCursor:
+async def get_dict_cursor(request: HTTPConnection) -> MySQLdb.cursors.DictCursor:
     """:func:`get_cursor` with rows as dicts."""
     _warn_if_blocking(request)
     pool, stack = _request_pool(request)
@@ -104,7 +107,7 @@ async def get_dict_cursor(request: Request) -> MySQLdb.cursors.DictCursor:
     return _lend(stack, pool, conn, Lease.of_cursor, _DictCursor, False)  # type: ignore[no-any-return]
 
 
-async def get_async_cursor(request: Request) -> AsyncPoolCursor[tuple[Any, ...]]:
+async def get_async_cursor(request: HTTPConnection) -> AsyncPoolCursor[tuple[Any, ...]]:
     """An async cursor for ``async def`` routes (rows as tuples).
 
     ``await cursor.execute(...)``, ``await cursor.fetchone()``... never block the
@@ -116,7 +119,9 @@ async def get_async_cursor(request: Request) -> AsyncPoolCursor[tuple[Any, ...]]
     return _lend(stack, pool, conn, Lease.of_async_cursor, False, False)  # type: ignore[no-any-return]
 
 
-async def get_async_dict_cursor(request: Request) -> AsyncPoolCursor[dict[str, Any]]:
+async def get_async_dict_cursor(
+    request: HTTPConnection,
+) -> AsyncPoolCursor[dict[str, Any]]:
     """:func:`get_async_cursor` with rows as dicts."""
     pool, stack = _request_pool(request)
     conn = pool.take_idle() or await pool._aacquire(pool.acquire_timeout, check=False)

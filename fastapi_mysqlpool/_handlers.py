@@ -8,7 +8,7 @@ from typing import Any
 import MySQLdb
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 
 from ._errors import BusyError, DrainedError, ErrorKind, classify
 
@@ -34,8 +34,10 @@ async def database_error_handler(
     else:
         logger.warning("%s in %s: %s", kind.message, where, exc)
     if isinstance(conn, WebSocket):
-        # 1011: internal error; 1013: try again later (the 503s).
-        await conn.close(code=1013 if kind.status_code == 503 else 1011)
+        # The endpoint may have closed it (then raised, or its COMMIT failed).
+        if conn.application_state is not WebSocketState.DISCONNECTED:
+            # 1011: internal error; 1013: try again later (the 503s).
+            await conn.close(code=1013 if kind.status_code == 503 else 1011)
         return None
     headers = {"Retry-After": str(RETRY_AFTER)} if kind.status_code == 503 else None
     return JSONResponse(

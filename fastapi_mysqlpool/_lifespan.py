@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, cast, overload
 
+from starlette.applications import Starlette
 from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import BaseRoute, Host, Mount
 
 from ._config import make_config
 from ._context import BindPool, register, unregister
@@ -20,6 +25,7 @@ from ._pool import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_TIMEOUT,
     Pool,
+    default_max_size,
 )
 
 logger = logging.getLogger("fastapi_mysqlpool")
@@ -82,11 +88,14 @@ def mysql_pool_lifespan(
 
     On startup it opens the pool (with *fillup*, *size* connections, waiting up
     to *timeout* seconds for the server, else failing with
-    :class:`PoolStartupError`), registers the error handlers (unless
-    *handle_errors* is false; handlers the app set for the same types win) and
-    runs the app's own *lifespan* inside, passing its state on. On shutdown,
-    borrowed connections get *shutdown_timeout* seconds to come back, then
-    every connection is closed.
+    :class:`PoolStartupError`), registers the error handlers in the app and
+    the apps mounted in it (unless *handle_errors* is false; handlers an app
+    set for the same types win) and runs the app's own *lifespan* inside,
+    passing its state on. On shutdown, borrowed connections get
+    *shutdown_timeout* seconds to come back, then every connection is closed.
+
+    An app runs one pool at a time: a second start while one runs raises
+    ``RuntimeError``; so does an event loop other than asyncio's (trio).
 
     *cfg* is a dict of ``MySQLdb.connect`` arguments or a ``mysql://`` URL. The
     other arguments are :class:`Pool`'s.
@@ -110,16 +119,19 @@ def mysql_pool_lifespan(
 
     @asynccontextmanager
     async def pool_lifespan(app: Any) -> AsyncIterator[State | None]:
+        _require_asyncio()
         pool = Pool(config, open=False, **pool_options)
+        register(app, pool)  # refuses a second start of a running app
         try:
             await pool.aopen()
             _install(app, pool, handle_errors)
-            logger.info("MySQL pool ready: %r", pool)
-            if lifespan is None:
-                yield None
-            else:
-                async with lifespan(app) as state:
-                    yield state
+            async with nullcontext() if lifespan is None else lifespan(app) as state:
+                if max_size is None:
+                    # The default follows the worker-thread limit, which the
+                    # app's own startup may have just raised (or lowered).
+                    pool._set_max_size(default_max_size(pool.size))
+                logger.info("MySQL pool ready: %r", pool)
+                yield state
         finally:
             unregister(app, pool)
             await pool.aclose(shutdown_timeout)
@@ -130,8 +142,30 @@ def mysql_pool_lifespan(
     return cast(StatefulLifespan, pool_lifespan)
 
 
+def _require_asyncio() -> None:
+    """The async paths wait on sockets through asyncio's loop.add_reader: on
+    another event loop every request would fail; fail at startup instead."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "fastapi_mysqlpool needs asyncio's event loop (or uvloop); this app "
+            f"runs on {_async_library()}: run it on asyncio (uvicorn's default; "
+            "anyio's backend='asyncio')"
+        ) from None
+
+
+def _async_library() -> str:
+    sniffio = sys.modules.get("sniffio")  # trio imports it: no dependency of ours
+    if sniffio is not None:
+        with contextlib.suppress(Exception):
+            return str(sniffio.current_async_library())
+    return "another event loop"
+
+
 def _install(app: Any, pool: Pool, handle_errors: bool) -> None:
-    """Wire *pool* into *app*'s middleware stack.
+    """Wire *pool* into *app*'s middleware stack, and the error handlers into
+    the app and the apps mounted in it.
 
     Starlette builds the stack when the app first runs, which is before lifespan
     startup: handlers added to the app now would be ignored. They go into the
@@ -145,7 +179,51 @@ def _install(app: Any, pool: Pool, handle_errors: bool) -> None:
     if stack is None or (added and not _add_to_built_stack(stack, added)):
         stack = app.build_middleware_stack()
     app.middleware_stack = BindPool(stack, pool)
-    register(app, pool)
+    if handle_errors:
+        for mounted in _mounted_apps(app):
+            _add_handlers_to_mounted(mounted)
+
+
+def _add_handlers_to_mounted(app: Starlette) -> None:
+    """A mounted app answers its routes' errors through its own
+    ExceptionMiddleware, which the enclosing app's handlers never reach (its
+    ServerErrorMiddleware answers a plain 500 first): it needs them too."""
+    added = add_handlers(app)
+    stack = app.middleware_stack
+    if added and stack is not None and not _add_to_built_stack(stack, added):
+        app.middleware_stack = None  # rebuilt, with them, on its next request
+
+
+def _mounted_apps(app: Any) -> Iterator[Starlette]:
+    """The Starlette (FastAPI) apps mounted in *app*, at any depth: through
+    Mount and Host routes, Routers, and middleware that wrap an app."""
+    seen = {id(app)}
+    pending: list[BaseRoute] = list(getattr(app, "routes", ()))
+    while pending:
+        route = pending.pop()
+        if not isinstance(route, (Mount, Host)) or id(route) in seen:
+            continue
+        seen.add(id(route))
+        mounted = _unwrap(route.app)
+        if mounted is None:
+            # A Router (no exception middleware of its own: the enclosing
+            # app's handlers apply), whose routes may mount apps in turn.
+            pending.extend(route.routes)
+        elif id(mounted) not in seen:
+            seen.add(id(mounted))
+            yield mounted
+            pending.extend(mounted.routes)
+
+
+def _unwrap(app: Any) -> Starlette | None:
+    """The Starlette app inside *app*'s middleware wrappers, if any."""
+    walked: set[int] = set()
+    while app is not None and id(app) not in walked:
+        if isinstance(app, Starlette):
+            return app
+        walked.add(id(app))
+        app = getattr(app, "app", None)  # how middleware hold the next one
+    return None
 
 
 def _add_to_built_stack(stack: Any, handlers: dict[Any, Any]) -> bool:

@@ -46,7 +46,12 @@ from mysqlclient_pool import ConnectionPool
 from MySQLdb.cursors import BaseCursor, Cursor
 
 from . import _aio
-from ._config import DEFAULT_CONNECT_TIMEOUT, ConnectConfig, make_config
+from ._config import (
+    DEFAULT_CONNECT_TIMEOUT,
+    ConnectConfig,
+    make_config,
+    required_tls,
+)
 from ._connection import PooledConnection, leased_cursor_class
 from ._errors import (
     BUSY_ERRNOS,
@@ -182,6 +187,7 @@ class Pool(ConnectionPool):
         self.max_lifetime = max_lifetime
         self.max_idle = max_idle
         self.fillup = fillup
+        self._required_tls = required_tls(self.config)
 
         self._lock = threading.Lock()
         # Wakes the housekeeper, and close() waiting for connections to return.
@@ -254,6 +260,18 @@ class Pool(ConnectionPool):
         _check_time("max_idle", max_idle)
         if max_idle <= 0:
             raise ValueError(f"max_idle must be > 0, got {max_idle}")
+
+    def _set_max_size(self, max_size: int) -> None:
+        """Change the cap of a running pool: callers queued get the slots it
+        adds; below a lowered cap, no connection opens until the pool is under
+        it."""
+        with self._lock:
+            self.max_size = max_size
+            while self._waiters and self._total_locked() < max_size:
+                self._opening += 1
+                if not self._handoff_locked(_SLOT):
+                    self._opening -= 1
+                    break
 
     def __repr__(self) -> str:
         with self._lock:
@@ -406,10 +424,14 @@ class Pool(ConnectionPool):
                 # How the server sees us: a KILL is only ever sent to a session
                 # that is still this connection's (see _kill_sessions).
                 conn.query(
-                    b"SELECT @@wait_timeout, (SELECT host FROM "
-                    b"information_schema.processlist WHERE id = CONNECTION_ID())"
+                    b"SELECT @@wait_timeout, @@max_allowed_packet, (SELECT host "
+                    b"FROM information_schema.processlist WHERE id = CONNECTION_ID())"
                 )
-                ((wait_timeout, server_host),) = conn.store_result().fetch_row()
+                ((wait_timeout, max_packet, server_host),) = (
+                    conn.store_result().fetch_row()
+                )
+                if self._required_tls is not None:
+                    _check_encrypted(conn, self._required_tls)
             except BaseException:
                 _close_quietly(conn)
                 raise
@@ -419,6 +441,7 @@ class Pool(ConnectionPool):
         conn.returned_at = conn.alive_at = now
         conn.wait_timeout = float(wait_timeout)
         conn.server_host = server_host
+        conn.max_packet = int(max_packet)
         conn.read_timeout = config.get("read_timeout") or None  # 0: no limit
         conn.killer = self
         # Compressed packets have another header: _wire cannot read them.
@@ -1238,6 +1261,21 @@ def _wait_gone(conn: PooledConnection, sessions: list[int]) -> None:
         if not count or time.monotonic() > deadline:
             return
         time.sleep(0.005)  # a poll: the server offers nothing to wait on
+
+
+def _check_encrypted(conn: PooledConnection, required: str) -> None:
+    """Refuse a connection that *required* (what in cfg asked for TLS) wanted
+    encrypted but is not: libmariadb lets ssl_mode=REQUIRED and ``ssl`` fall
+    back to plaintext. The server's word, one round trip per new connection."""
+    conn.query(b"SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+    rows = conn.store_result().fetch_row()
+    if not rows or not rows[0][1]:
+        # 2026, CR_SSL_CONNECTION_ERROR, as libmariadb's own VERIFY_CA refusal.
+        raise MySQLdb.OperationalError(
+            2026,
+            f"TLS was required ({required}) but the server did not negotiate "
+            "it: the connection is not encrypted",
+        )
 
 
 def _close_quietly(conn: PooledConnection) -> None:

@@ -178,7 +178,8 @@ def test_cursor_used_after_its_request_raises(db: Database, table: str) -> None:
             cursor.fetchall()
         with pytest.raises(CursorReleasedError):
             cursor.executemany(f"INSERT INTO {table} (id) VALUES (%s)", [(1,)])
-        assert cursor.connection is None  # the connection is out of reach
+        with pytest.raises(CursorReleasedError):  # the connection is out of reach
+            cursor.connection.commit()
         # The connection it used is in the pool and works for the next request.
         client.get("/keep")
     assert rows(db, table) == []
