@@ -25,8 +25,11 @@ _TRACK = b"SET session_track_state_change = ON; "
 _INTROSPECT = (
     b"SELECT @@wait_timeout, (SELECT host FROM information_schema.processlist "
     b"WHERE id = CONNECTION_ID()), DATABASE(), @@character_set_client, "
-    b"@@collation_connection, @@sql_mode"
+    b"@@collation_connection, @@sql_mode, @@global.init_connect"
 )
+# COM_RESET_CONNECTION keeps the role a borrower SET: checked after a reset.
+# (MariaDB >= 10.0.5 and MySQL 8 have roles; older servers have none.)
+_ROLE = b"CURRENT_ROLE()"
 _ER_UNKNOWN_SYSTEM_VARIABLE = 1193
 
 # The methods overridden below, called without super(): some run for every
@@ -71,6 +74,7 @@ class PooledConnection(Connection):
     #: SQL that restores what connecting set up, after a reset; None: closed
     #: instead (see :meth:`reset_session`).
     restore: bytes | None = None
+    _role: str | None = None
     #: A statement was sent and its answer not read (cancelled mid-query): the
     #: server may still be running it, and its answer would be read as the
     #: next statement's. Such a connection is closed, and its session KILLed.
@@ -116,6 +120,7 @@ class PooledConnection(Connection):
 
         client_flag: int
         encoding: str
+        _server_version: tuple[int, ...]
 
     # mysqlclient's connection type looks attributes up in C of its own (to
     # answer `closed`): CPython then cannot specialize `conn.x`, which a
@@ -155,20 +160,23 @@ class PooledConnection(Connection):
         """Turn on the server's session tracking and read what the pool needs,
         in one round trip; returns ``(wait_timeout, server host)``."""
         multi = bool(self.client_flag & CLIENT.MULTI_STATEMENTS)
+        has_roles = self._server_version >= (8, 0)
+        select = _INTROSPECT + (b", " + _ROLE if has_roles else b"")
         reader = None
         if multi and self._mysql is not None:
             reader = _session.status_reader(self._mysql)
         row = None
         if reader is not None:
             try:
-                row = self._select_row(_TRACK + _INTROSPECT)
+                row = self._select_row(_TRACK + select)
             except MySQLdb.Error as exc:  # a server without the variable
                 if errno_of(exc) != _ER_UNKNOWN_SYSTEM_VARIABLE:
                     raise
                 reader = None
         if row is None:
-            row = self._select_row(_INTROSPECT)
-        wait_timeout, server_host, database, charset, collation, sql_mode = row
+            row = self._select_row(select)
+        wait_timeout, server_host, database, charset, collation, sql_mode = row[:6]
+        init_connect, self._role = row[6], row[7] if has_roles else None
         # Both read the same status field: a mismatch means the pointer or
         # the library is not what _session expects.
         if reader is not None and bool(reader() & STATUS_AUTOCOMMIT) != bool(
@@ -179,8 +187,12 @@ class PooledConnection(Connection):
             self._server_status = reader
             self.tracked = True
             self.counted_flags = UNREPORTED
-        if multi and database is not None and self._resettable_cfg:
+        # A reset cannot bring back "no database", and the server does not
+        # run its init_connect again after one: then close instead.
+        if multi and database is not None and not init_connect and self._resettable_cfg:
             self.restore = self._restore_sql(database, charset, collation, sql_mode)
+            if has_roles:
+                self.restore += b"; SELECT " + _ROLE
         self.session_changed = False
         return int(wait_timeout), server_host
 
@@ -201,8 +213,9 @@ class PooledConnection(Connection):
 
         name = database.encode(self.encoding).replace(b"`", b"``")
         track = b", session_track_state_change = ON" if self.tracked else b""
-        # Ends with a statement that changes nothing, so that the last answer's
-        # status is clean: the next borrower starts without a change noted.
+        # Ends with a statement that changes nothing (DO 0, or the SELECT of
+        # the role), so that the last answer's status is clean: the next
+        # borrower starts without a change noted.
         return (
             b"SET NAMES %s COLLATE %s, sql_mode = %s, autocommit = %d%s; "
             b"USE `%s`; DO 0"
@@ -223,8 +236,8 @@ class PooledConnection(Connection):
         variables, releases table and named locks, sets every session variable
         back to the server's default), then cfg's ``init_command``, the
         character set and collation, ``sql_mode``, autocommit, session
-        tracking and the database, as after connecting. False if that failed:
-        the connection must then be closed."""
+        tracking and the database, as after connecting; the role must be the
+        one connecting got. False if not: the connection must be closed."""
         mysql = self._mysql
         if self.restore is None or mysql is None or not self.open:
             return False
@@ -233,18 +246,25 @@ class PooledConnection(Connection):
                 return False
             if self._init_command is not None:
                 self._run_all(self._init_command)
-            self._run_all(self.restore)
+            role = self._run_all(self.restore)
             # Nothing the borrower ran counts any more.
             self.session_changed = False
-            return bool(self.get_autocommit()) == self.autocommit_mode
+            return bool(self.get_autocommit()) == self.autocommit_mode and (
+                role is None or role == (self._role,)
+            )
         except Exception:
             return False
 
-    def _run_all(self, sql: str | bytes) -> None:
+    def _run_all(self, sql: str | bytes) -> tuple[Any, ...] | None:
+        """Run *sql* (statements), read every answer; the last row read."""
         _query(self, sql)
-        self.discard_result()
-        while _next_result(self) == 0:
-            self.discard_result()
+        row = None
+        while True:
+            if self.field_count():
+                rows = self.store_result().fetch_row()
+                row = rows[0] if rows else None
+            if _next_result(self) != 0:
+                return row
 
     # -- noticing session changes --------------------------------------------------
 

@@ -539,6 +539,43 @@ def test_what_a_reset_cannot_restore_is_closed(db: Database, change: str) -> Non
     assert (stats.opened, stats.closed, stats.resets) == (2, 1, 0)
 
 
+def test_a_role_set_by_a_borrower_is_not_kept(db: Database) -> None:
+    """COM_RESET_CONNECTION keeps the current role: checked, then closed."""
+    role = f"{db.user}_role"
+    db.query(f"CREATE ROLE `{role}`")
+    try:
+        db.query(f"GRANT `{role}` TO `{db.user}`@`%`")
+        db.query(f"SET DEFAULT ROLE `{role}` FOR `{db.user}`@`%`")
+        with Pool(db.cfg, size=1, max_size=1) as pool:
+            with pool.fetch() as cursor:
+                cursor.execute("SET ROLE NONE")
+            with pool.fetch() as cursor:
+                cursor.execute("SELECT CURRENT_ROLE()")
+                assert cursor.fetchone() == (role,)
+            stats = pool.stats()
+        assert (stats.opened, stats.closed, stats.resets) == (2, 1, 0)
+    finally:
+        db.query(f"DROP ROLE `{role}`")
+
+
+@pytest.mark.destructive
+def test_the_servers_init_connect_is_not_lost(fault_db: Database) -> None:
+    """The server does not run init_connect again after a reset: with one
+    set, a changed connection is closed, as before."""
+    fault_db.query("SET GLOBAL init_connect = 'SET @ic = 7'")
+    try:
+        with Pool(fault_db.cfg, size=1, max_size=1) as pool:
+            with pool.fetch() as cursor:
+                cursor.execute("SET @ic = 0")
+            with pool.fetch() as cursor:
+                cursor.execute("SELECT @ic")
+                assert cursor.fetchone() == (7,)
+            stats = pool.stats()
+        assert (stats.opened, stats.closed, stats.resets) == (2, 1, 0)
+    finally:
+        fault_db.query("SET GLOBAL init_connect = ''")
+
+
 def test_shutdown_closes_connections_waiting_for_a_reset(db: Database) -> None:
     pool = Pool(db.cfg, size=2, max_size=2)
     with pool.fetch() as one, pool.fetch() as two:
