@@ -881,10 +881,8 @@ class Pool(ConnectionPool):
     def _housekeep_once(self) -> bool:
         with self._lock:
             resets, self._resets = self._resets, []
-        if resets:  # first, alone: a caller may be waiting for one
-            for conn in resets:
-                self._reset(conn)
-            return True
+        for conn in resets:  # first: a caller may be waiting for one
+            self._reset(conn)
         with self._cond:
             if self._closing:
                 return False
@@ -896,7 +894,8 @@ class Pool(ConnectionPool):
                 refill = max(0, self.size - self._total_locked())
                 self._opening += refill
             if not (retire or check or refill or doomed):
-                self._cond.wait(self._next_deadline_locked(now) - now)
+                if not self._resets:
+                    self._cond.wait(self._next_deadline_locked(now) - now)
                 return True
         _close_all(retire)
         if doomed:

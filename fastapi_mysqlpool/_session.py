@@ -16,7 +16,8 @@ is found in the statement's template, the text before parameters are bound
 locks (``LOCK TABLES``, ``FLUSH ... WITH READ LOCK``, ``GET_LOCK()``,
 ``BACKUP``), ``HANDLER``, ``XA``, user variables assigned by ``SELECT ... INTO
 @v`` or ``@v := ...``, ``CALL`` and ``EXECUTE`` (procedures and dynamic SQL can
-do those out of sight), and a ``SET`` of ``session_track_state_change``
+do those out of sight), ``SET TRANSACTION`` (for the next transaction, which
+may be the next borrower's), and a ``SET`` of ``session_track_state_change``
 (turning tracking off would blind it). Where the flag cannot be read (MySQL's
 libmysqlclient, a server without the variable), the template scan also counts
 the statements that set it (``SET``, ``USE``, ``PREPARE``, temporary tables,
@@ -194,6 +195,9 @@ def _judge(tokens: list[str]) -> int:
         or (first == "FLUSH" and ("LOCK" in tokens or "EXPORT" in tokens))
         # Turning tracking off (for one statement, too) would blind it.
         or (first == "SET" and "SESSION_TRACK_STATE_CHANGE" in tokens)
+        # For the next transaction, which a COMMIT without one open leaves
+        # pending: the next borrower's, then.
+        or tokens[:2] == ["SET", "TRANSACTION"]
         or any(pair in _UNREPORTED_PAIRS for pair in pairwise(tokens))
     ):
         flags = UNREPORTED

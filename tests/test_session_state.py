@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
+import fastapi_mysqlpool._pool
 from fastapi_mysqlpool import (
     AsyncCursor,
     Cursor,
@@ -93,6 +94,8 @@ U, R = UNREPORTED, REPORTED
         ("SET session_track_state_change = OFF", U | R),
         ("SET STATEMENT session_track_state_change = 0 FOR SET @x = 1", U | R),
         ("SET @@session.session_track_state_change = 0", U | R),
+        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", U | R),
+        ("SET SESSION TRANSACTION READ ONLY", R),
         # What the server reports (counted only where it cannot be read).
         ("SET @x = 1", R),
         ("  set session sql_mode = ''", R),
@@ -539,6 +542,31 @@ def test_what_a_reset_cannot_restore_is_closed(db: Database, change: str) -> Non
     assert (stats.opened, stats.closed, stats.resets) == (2, 1, 0)
 
 
+def test_the_next_transactions_isolation_level_is_not_inherited(
+    db: Database,
+) -> None:
+    """SET TRANSACTION (no SESSION) outlives a COMMIT with no transaction open,
+    and the server does not report it."""
+    table = db.create_table("t", "id INT")
+
+    def isolation(cursor: Any) -> Any:
+        cursor.execute(f"INSERT INTO {table} VALUES (1)")  # starts a transaction
+        cursor.execute(
+            "SELECT trx_isolation_level FROM information_schema.innodb_trx "
+            "WHERE trx_mysql_thread_id = CONNECTION_ID()"
+        )
+        return cursor.fetchone()
+
+    with Pool(db.cfg, size=1, max_size=1) as pool:
+        with pool.fetch() as cursor:
+            fresh = isolation(cursor)
+        with pool.fetch() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        with pool.fetch() as cursor:
+            assert isolation(cursor) == fresh == ("REPEATABLE READ",)
+        assert pool.stats().resets == 1
+
+
 def test_a_role_set_by_a_borrower_is_not_kept(db: Database) -> None:
     """COM_RESET_CONNECTION keeps the current role: checked, then closed."""
     role = f"{db.user}_role"
@@ -574,6 +602,20 @@ def test_the_servers_init_connect_is_not_lost(fault_db: Database) -> None:
         assert (stats.opened, stats.closed, stats.resets) == (2, 1, 0)
     finally:
         fault_db.query("SET GLOBAL init_connect = ''")
+
+
+def test_with_the_housekeeper_behind_a_changed_connection_is_closed(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fastapi_mysqlpool._pool, "_RESETS_QUEUED_MAX", 0)
+    with Pool(db.cfg, size=1, max_size=1) as pool:
+        with pool.fetch() as cursor:
+            cursor.execute("SET @x = 1")
+        with pool.fetch() as cursor:
+            cursor.execute("SELECT @x")
+            assert cursor.fetchone() == (None,)
+        stats = pool.stats()
+    assert (stats.opened, stats.closed, stats.resets) == (2, 1, 0)
 
 
 def test_shutdown_closes_connections_waiting_for_a_reset(db: Database) -> None:
