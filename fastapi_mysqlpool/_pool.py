@@ -881,11 +881,14 @@ class Pool(ConnectionPool):
     def _housekeep_once(self) -> bool:
         with self._lock:
             resets, self._resets = self._resets, []
+            closing = self._closing  # then none can be queued any more
         for conn in resets:  # first: a caller may be waiting for one
             self._reset(conn)
+        if closing:
+            return False
         with self._cond:
             if self._closing:
-                return False
+                return True  # once more: resets queued meanwhile are closed
             now = time.monotonic()
             retire, check = self._sort_idle_locked(now)
             doomed = list(self._doomed)
