@@ -111,6 +111,7 @@ async def query(
         raise in_progress()
     if timeout is None:
         timeout = conn.read_timeout
+    conn.note_status()  # the last answer's status, which this one overwrites
     conn.pending = True
     conn.send_query(sql)
     try:

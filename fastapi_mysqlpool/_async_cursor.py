@@ -60,6 +60,7 @@ def _read_answer(conn: PooledConnection, how: int) -> _Answer:
     """The current statement's answer, already all here: read on the loop."""
     if not conn.field_count():
         return _no_result(conn)
+    conn.note_status()  # the header's: reading the rows overwrites it
     result = conn.store_result()
     rows = result.fetch_row(0, how)
     return rows, result, conn.affected_rows(), conn.insert_id(), conn.warning_count()
@@ -74,6 +75,7 @@ def _stream_answer(conn: PooledConnection, how: int) -> _Answer:
     """
     if not conn.field_count():
         return _no_result(conn)
+    conn.note_status()  # the header's: reading the rows overwrites it
     result = conn.use_result()
     rows = result.fetch_row(0, how)
     return rows, result, len(rows), conn.insert_id(), conn.warning_count()
@@ -213,10 +215,12 @@ class AsyncPoolCursor(Generic[RowT]):
         conn = self._ready_now()
         if conn is None:
             return self._execute_when_ready(query, args)
+        conn.note_template(query)  # the template: never the parameters
         return self._run(conn, self._mogrify(conn, query, args))
 
     async def _execute_when_ready(self, query: str | bytes, args: Any) -> int:
         conn = await self._ready()
+        conn.note_template(query)
         return await self._run(conn, self._mogrify(conn, query, args))
 
     async def executemany(self, query: str | bytes, args: Iterable[Any]) -> int | None:
@@ -226,6 +230,7 @@ class AsyncPoolCursor(Generic[RowT]):
         if not batch:
             return None
         conn = self._ready_now() or await self._ready()
+        conn.note_template(query)
         match = (
             _INSERT_VALUES_BYTES.match(query)
             if isinstance(query, bytes)
@@ -267,6 +272,7 @@ class AsyncPoolCursor(Generic[RowT]):
         """Call a stored procedure (as MySQLdb: IN values through ``@_name_n``
         variables). Use :meth:`nextset` to read all of its result sets."""
         conn = self._ready_now() or await self._ready()
+        conn.session_changed = True  # any CALL counts (see LeasedCursorMixin)
         name = procname.encode(conn.encoding).replace(b"`", b"``")
         if args:
             assignments = b",".join(
@@ -328,7 +334,7 @@ class AsyncPoolCursor(Generic[RowT]):
         """Run *statement*; its affected row count (set as ``rowcount``)."""
         if conn.pending:  # a cut-off statement: its answer would be read as ours
             raise _aio.in_progress()
-        conn.note_query(statement)
+        conn.start_statement()
         conn.pending = True  # until the answer is read; see Lease.afinish
         try:
             if len(statement) > SEND_INLINE_MAX:

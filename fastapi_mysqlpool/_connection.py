@@ -3,51 +3,47 @@
 from __future__ import annotations
 
 import ctypes
-import re
 import select
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import MySQLdb
 from MySQLdb.connections import Connection
+from MySQLdb.constants import CLIENT
 from MySQLdb.cursors import BaseCursor
 
+from . import _session
 from ._errors import CursorReleasedError, errno_of, server_answered
+from ._session import REPORTED, SESSION_STATE_CHANGED, STATUS_AUTOCOMMIT, UNREPORTED
 from ._socket import readable_check
 
-# Statements that leave state in the session for the next borrower: variables and
-# isolation level, the default database, locks (LOCK TABLES, FLUSH ... WITH READ
-# LOCK), temporary tables, prepared statements, XA, HANDLER. A connection that
-# ran one is closed on return instead of reused. Checked at the start of the
-# text and after each ";" (several statements in one), executable comments
-# (/*!40101 SET ...*/) included; user variables set by SELECT ... INTO @v or
-# @v := ... anywhere. A best effort, not a parser: a false alarm costs one
-# reconnection.
-_STATEMENT = (
-    rb"(?:/\*(?!!).*?\*/\s*)*(?:/\*!\d*\s*)?"
-    rb"(?:SET|USE|LOCK|UNLOCK|FLUSH|PREPARE|XA|HANDLER|CREATE\s+TEMPORARY)\b"
+# What the pool asks a new connection, in the same round trip as turning on
+# the server's session tracking (see _session): how long the server keeps an
+# idle session, how it sees this client (a KILL is only ever sent to a session
+# that is still this connection's), and what a reset must restore.
+_TRACK = b"SET session_track_state_change = ON; "
+_INTROSPECT = (
+    b"SELECT @@wait_timeout, (SELECT host FROM information_schema.processlist "
+    b"WHERE id = CONNECTION_ID()), DATABASE(), @@character_set_client, "
+    b"@@collation_connection, @@sql_mode, @@global.init_connect, "
+    b"@@max_allowed_packet"
 )
-_CHANGE_AT_START = re.compile(rb"\s*" + _STATEMENT, re.IGNORECASE | re.DOTALL)
-_CHANGE_ANYWHERE = re.compile(
-    rb";\s*" + _STATEMENT + rb"|\bINTO\s+@|:=", re.IGNORECASE | re.DOTALL
-)
+# COM_RESET_CONNECTION keeps the role a borrower SET: checked after a reset.
+# (MariaDB >= 10.0.5 and MySQL 8 have roles; older servers have none.)
+_ROLE = b"CURRENT_ROLE()"
+_ER_UNKNOWN_SYSTEM_VARIABLE = 1193
 
-_SEMICOLON, _AT, _COLON = b";@:"
+# The methods overridden below, called without super(): some run for every
+# statement. (Typed here: MySQLdb's stubs leave them unannotated.)
+_query: Callable[[Any, str | bytes | bytearray], None] = Connection.query
+_next_result: Callable[[Any], int] = Connection.next_result
+_commit: Callable[[Any], None] = Connection.commit
+_rollback: Callable[[Any], None] = Connection.rollback
+_close: Callable[[Any], None] = Connection.close
 
 #: CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED.
 _LOST_ERRNOS = frozenset({2006, 2013, 2055})
-
-
-def changes_session(statement: bytes | bytearray) -> bool:
-    """True if *statement* may leave session state behind (see above)."""
-    if _CHANGE_AT_START.match(statement):
-        return True
-    # The scan of the whole text only when it may find something. (Looking
-    # for an int is a memchr; for b";", ten times slower.)
-    if _SEMICOLON in statement or _AT in statement or _COLON in statement:
-        return _CHANGE_ANYWHERE.search(statement) is not None
-    return False
 
 
 # A read timeout is seen after read_timeout seconds (libmariadb reads once;
@@ -93,8 +89,21 @@ class PooledConnection(Connection):
     wait_timeout: float
     #: Autocommit mode as opened; a different mode on return means a changed session.
     autocommit_mode: bool
-    #: A statement or call changed session state (see ``_SESSION_CHANGE``).
-    session_changed: bool
+    #: The session may hold state a later borrower would inherit (see _session):
+    #: reset (or closed) before reuse.
+    session_changed = False
+    #: Something a reset cannot restore changed (the client-side character
+    #: set, the user): closed on return.
+    client_changed = False
+    #: The server reports session changes (see _session); else the templates
+    #: are scanned for the statements that make them too.
+    tracked = False
+    #: The template flags (see _session) that count as a change here.
+    counted_flags = UNREPORTED | REPORTED
+    #: SQL that restores what connecting set up, after a reset; None: closed
+    #: instead (see :meth:`reset_session`).
+    restore: bytes | None = None
+    _role: str | None = None
     #: A statement was sent and its answer not read (cancelled mid-query): the
     #: server may still be running it, and its answer would be read as the
     #: next statement's. Such a connection is closed, and its session KILLed.
@@ -102,7 +111,10 @@ class PooledConnection(Connection):
     #: A connection-level error happened: the session is gone already.
     broken: bool
     #: A statement ran since the last borrow, so a transaction may be open.
-    used: bool
+    used = False
+    #: A cursor method whose template was scanned is sending statements:
+    #: :meth:`query` leaves their text alone (the parameter values are in it).
+    in_cursor_call = False
     #: Plain MySQL packets on the socket (not compressed), so _wire can tell
     #: whether an answer is complete (TLS it detects by itself).
     plain_wire: bool
@@ -124,6 +136,9 @@ class PooledConnection(Connection):
     #: Whether the socket has something to read now (no syscall releasing the
     #: GIL, see _socket); only for a connection still open.
     readable: Callable[[], bool]
+    #: The status flags of the last answer read (no I/O; see _session).
+    _server_status: Callable[[], int] = staticmethod(_session.no_status)
+    _mysql: ctypes.c_void_p | None = None
 
     if TYPE_CHECKING:  # the C methods relied on, typed (MySQLdb's stubs are not)
 
@@ -132,7 +147,6 @@ class PooledConnection(Connection):
         def fileno(self) -> int: ...
         def store_result(self) -> Any: ...
         def use_result(self) -> Any: ...
-        def next_result(self) -> int: ...
         def field_count(self) -> int: ...
         def more_results(self) -> bool: ...
         def discard_result(self) -> None: ...
@@ -140,11 +154,12 @@ class PooledConnection(Connection):
         def insert_id(self) -> int: ...
         def warning_count(self) -> int: ...
         def literal(self, o: Any) -> bytes: ...
-        def commit(self) -> None: ...
-        def rollback(self) -> None: ...
-        def close(self) -> None: ...
         def get_autocommit(self) -> bool: ...
         def thread_id(self) -> int: ...
+
+        client_flag: int
+        encoding: str
+        _server_version: tuple[int, ...]
 
     # mysqlclient's connection type looks attributes up in C of its own (to
     # answer `closed`): CPython then cannot specialize `conn.x`, which a
@@ -161,6 +176,7 @@ class PooledConnection(Connection):
         super().__init__(*args, **kwargs)
         # Connection.__init__ itself may run SET statements (sql_mode, charset).
         self.session_changed = False
+        self.client_changed = False
         self.pending = False
         self.broken = False
         self.used = False
@@ -169,16 +185,161 @@ class PooledConnection(Connection):
         self.session_id = self.thread_id()
         self.autocommit_mode = bool(self.get_autocommit())
         self.readable = readable_check(self.fileno())
+        self._mysql = _session.native_handle(self)
+        # A reset replays cfg's init_command; options read from a file may
+        # hold one it cannot know: then changed connections are closed.
+        self._init_command: str | None = kwargs.get("init_command") or None
+        self._resettable_cfg = not (
+            kwargs.get("read_default_file") or kwargs.get("read_default_group")
+        )
+
+    # -- what connecting sets up -------------------------------------------------
+
+    def setup_session(self) -> tuple[int, str | None]:
+        """Turn on the server's session tracking and read what the pool needs,
+        in one round trip; returns ``(wait_timeout, server host)``."""
+        multi = bool(self.client_flag & CLIENT.MULTI_STATEMENTS)
+        has_roles = self._server_version >= (8, 0)
+        select = _INTROSPECT + (b", " + _ROLE if has_roles else b"")
+        reader = None
+        if multi and self._mysql is not None:
+            reader = _session.status_reader(self._mysql)
+        row = None
+        if reader is not None:
+            try:
+                row = self._select_row(_TRACK + select)
+            except MySQLdb.Error as exc:  # a server without the variable
+                if errno_of(exc) != _ER_UNKNOWN_SYSTEM_VARIABLE:
+                    raise
+                reader = None
+        if row is None:
+            row = self._select_row(select)
+        wait_timeout, server_host, database, charset, collation, sql_mode = row[:6]
+        init_connect, self.max_packet = row[6], int(row[7])
+        self._role = row[8] if has_roles else None
+        # Both read the same status field: a mismatch means the pointer or
+        # the library is not what _session expects.
+        if reader is not None and bool(reader() & STATUS_AUTOCOMMIT) != bool(
+            self.get_autocommit()
+        ):
+            reader = None  # pragma: no cover
+        if reader is not None:
+            self._server_status = reader
+            self.tracked = True
+            self.counted_flags = UNREPORTED
+        # A reset cannot bring back "no database", and the server does not
+        # run its init_connect again after one: then close instead.
+        if multi and database is not None and not init_connect and self._resettable_cfg:
+            self.restore = self._restore_sql(database, charset, collation, sql_mode)
+            if has_roles:
+                self.restore += b"; SELECT " + _ROLE
+        self.session_changed = False
+        return int(wait_timeout), server_host
+
+    def _select_row(self, sql: bytes) -> tuple[Any, ...]:
+        _query(self, sql)
+        while not self.field_count():  # the SET before the SELECT
+            if _next_result(self) != 0:
+                raise MySQLdb.InterfaceError("no row")  # pragma: no cover
+        ((row),) = self.store_result().fetch_row()
+        return row  # type: ignore[no-any-return]
+
+    def _restore_sql(
+        self, database: str, charset: str, collation: str, sql_mode: str
+    ) -> bytes:
+        def literal(value: str) -> bytes:
+            # (Bytes in, bytes out: the stubs say str.)
+            return cast(bytes, self.string_literal(value.encode(self.encoding)))
+
+        name = database.encode(self.encoding).replace(b"`", b"``")
+        track = b", session_track_state_change = ON" if self.tracked else b""
+        # Ends with a statement that changes nothing (DO 0, or the SELECT of
+        # the role), so that the last answer's status is clean: the next
+        # borrower starts without a change noted.
+        return (
+            b"SET NAMES %s COLLATE %s, sql_mode = %s, autocommit = %d%s; "
+            b"USE `%s`; DO 0"
+            % (
+                literal(charset),
+                literal(collation),
+                literal(sql_mode),
+                self.autocommit_mode,
+                track,
+                name,
+            )
+        )
+
+    def reset_session(self) -> bool:
+        """Reset a changed session to what connecting set up (blocking: two
+        round trips, three with an ``init_command``): COM_RESET_CONNECTION
+        (rolls back, drops temporary tables, prepared statements and user
+        variables, releases table and named locks, sets every session variable
+        back to the server's default), then cfg's ``init_command``, the
+        character set and collation, ``sql_mode``, autocommit, session
+        tracking and the database, as after connecting; the role must be the
+        one connecting got. False if not: the connection must be closed."""
+        mysql = self._mysql
+        if self.restore is None or mysql is None or not self.open:
+            return False
+        try:
+            if not _session.reset_connection(mysql):
+                return False
+            if self._init_command is not None:
+                self._run_all(self._init_command)
+            role = self._run_all(self.restore)
+            # Nothing the borrower ran counts any more.
+            self.session_changed = False
+            return bool(self.get_autocommit()) == self.autocommit_mode and (
+                role is None or role == (self._role,)
+            )
+        except Exception:
+            return False
+
+    def _run_all(self, sql: str | bytes) -> tuple[Any, ...] | None:
+        """Run *sql* (statements), read every answer; the last row read."""
+        _query(self, sql)
+        row = None
+        while True:
+            if self.field_count():
+                rows = self.store_result().fetch_row()
+                row = rows[0] if rows else None
+            if _next_result(self) != 0:
+                return row
+
+    # -- noticing session changes --------------------------------------------------
+
+    def note_status(self) -> None:
+        """Record whether the last answer read says the session changed."""
+        if self._server_status() & SESSION_STATE_CHANGED:
+            self.session_changed = True
+
+    def note_template(self, template: str | bytes) -> None:
+        """Record what *template*, a statement before its parameters are bound,
+        may change that the server does not report (see _session)."""
+        if _session.template_flags(template) & self.counted_flags:
+            self.session_changed = True
+
+    def start_statement(self) -> None:
+        """A statement is about to be sent: its answer will overwrite the last
+        one's status (the final packet of a result's rows), so look first."""
+        if self.used:
+            self.note_status()
+        else:
+            self.used = True
 
     def query(self, query: str | bytes | bytearray) -> None:
-        # Every cursor's execute() ends here, so this sees all SQL sent
-        # (Connection.__init__ passes str: sql_mode, SET NAMES ... COLLATE).
-        self.note_query(
-            query.encode("utf-8", "replace") if isinstance(query, str) else query
-        )
+        # Every statement of a cursor ends here, and cfg's SET statements
+        # (Connection.__init__, as str). Raw SQL from elsewhere is its own
+        # template: it has no parameters.
+        if self.used:
+            self.note_status()
+        else:
+            self.used = True
+        if not self.in_cursor_call:
+            self.note_template(bytes(query) if isinstance(query, bytearray) else query)
         try:
             if self.read_timeout is None:
-                super().query(query)
+                _query(self, query)
             else:
                 self._query_or_kill(query, self.read_timeout)
         except MySQLdb.OperationalError as exc:
@@ -186,6 +347,8 @@ class PooledConnection(Connection):
             if too_large is None:
                 raise
             raise too_large from exc
+        if self.field_count():
+            self.note_status()  # a result's header: reading its rows overwrites it
 
     def _query_or_kill(self, query: str | bytes | bytearray, timeout: float) -> None:
         """query() under read_timeout. The C client gives up waiting with 2013
@@ -193,7 +356,7 @@ class PooledConnection(Connection):
         the statement on, row locks and all: its session is KILLed first."""
         started = time.monotonic()
         try:
-            super().query(query)
+            _query(self, query)
         except MySQLdb.OperationalError as exc:
             killer = self.killer
             if (
@@ -209,22 +372,38 @@ class PooledConnection(Connection):
                 raise
             raise error from exc
 
-    def note_query(self, query: bytes | bytearray) -> None:
-        """Record what :meth:`query` would for SQL sent with ``send_query``."""
-        self.used = True
-        if changes_session(query):
-            self.session_changed = True
+    def next_result(self) -> int:
+        if not self.more_results():
+            return _next_result(self)
+        self.note_status()  # the current result's last packet
+        found = _next_result(self)
+        self.note_status()
+        return found
+
+    def commit(self) -> None:
+        self.note_status()
+        _commit(self)
+
+    def rollback(self) -> None:
+        self.note_status()
+        _rollback(self)
+
+    def close(self) -> None:
+        # Never read the status of a closed connection's MYSQL again.
+        self._server_status = _session.no_status
+        _close(self)
 
     def select_db(self, db: str) -> None:
         self.session_changed = True
         super().select_db(db)  # type: ignore[no-untyped-call]
 
     def set_character_set(self, charset: Any, collation: Any = None) -> None:
-        self.session_changed = True
+        # Also changes how the client escapes and decodes: not resettable.
+        self.client_changed = True
         super().set_character_set(charset, collation)
 
     def change_user(self, *args: Any, **kwargs: Any) -> Any:
-        self.session_changed = True
+        self.client_changed = True
         return super().change_user(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def too_large(
@@ -246,6 +425,10 @@ class PooledConnection(Connection):
                 f"max_allowed_packet ({self.max_packet} bytes)",
             )
         return None
+
+    def set_server_option(self, option: int) -> Any:
+        self.client_changed = True
+        return super().set_server_option(option)  # type: ignore[no-untyped-call]
 
     _peek_buffer: ctypes.Array[ctypes.c_char] | None = None
 
@@ -291,15 +474,25 @@ class PooledConnection(Connection):
 
     def is_reusable(self, now: float) -> bool:
         """May go back to the idle set as is (no changed session, not expired)."""
-        if self.pending or self.broken or self.session_changed:
+        if self.pending or self.broken:
             return False
-        if now >= self.expires_at:
+        self.note_status()  # the last answer (a COMMIT's, usually)
+        if self.session_changed or self.client_changed or now >= self.expires_at:
             return False
         try:
             # Reads a flag of the last server answer: no round trip.
             return bool(self.get_autocommit()) == self.autocommit_mode
         except Exception:
             return False
+
+    def resettable(self, now: float) -> bool:
+        """Not reusable as is, but :meth:`reset_session` can make it so."""
+        return (
+            self.restore is not None
+            and not (self.pending or self.broken or self.client_changed)
+            and now < self.expires_at
+            and bool(self.open)
+        )
 
 
 class _ReleasedConnection:
@@ -343,6 +536,9 @@ class LeasedCursorMixin:
             hook()
         return super()._get_db()  # type: ignore[misc, no-any-return]
 
+    def _pooled(self) -> PooledConnection:
+        return self._get_db()  # type: ignore[return-value]
+
     def _check_executed(self) -> None:
         if self._released:
             raise CursorReleasedError(RELEASED_MESSAGE)
@@ -351,6 +547,41 @@ class LeasedCursorMixin:
     def close(self) -> None:
         if not self._released:  # else BaseCursor.close() would use .connection
             super().close()  # type: ignore[misc]
+
+    # The session-change scan sees the statement's template, never the bound
+    # parameters: these note it, and while they run, PooledConnection.query
+    # leaves the statements they send (parameters included) alone.
+
+    def execute(self, query: Any, args: Any = None) -> Any:
+        conn = self._pooled()  # may swap in a checked one
+        if conn.in_cursor_call:  # a statement of executemany(): noted there
+            return super().execute(query, args)  # type: ignore[misc]
+        conn.note_template(query)
+        conn.in_cursor_call = True
+        try:
+            return super().execute(query, args)  # type: ignore[misc]
+        finally:
+            conn.in_cursor_call = False
+
+    def executemany(self, query: Any, args: Any) -> Any:
+        conn = self._pooled()
+        conn.note_template(query)
+        conn.in_cursor_call = True
+        try:
+            return super().executemany(query, args)  # type: ignore[misc]
+        finally:
+            conn.in_cursor_call = False
+
+    def callproc(self, procname: Any, args: Any = ()) -> Any:
+        conn = self._pooled()
+        # Any CALL counts (see _session): a procedure can assign user variables
+        # with SELECT ... INTO, which the server does not report.
+        conn.session_changed = True
+        conn.in_cursor_call = True
+        try:
+            return super().callproc(procname, args)  # type: ignore[misc]
+        finally:
+            conn.in_cursor_call = False
 
     def release(self) -> Any:
         """Refuse any later use. Does no I/O: returns a result left unread (an

@@ -10,7 +10,8 @@ What it adds to the base class, and why:
   ``CHECK_IDLE_AFTER`` idle; plus a jittered ``max_lifetime`` and a keepalive;
 - a broken connection is discarded alone: the base drains and refills the whole
   pool synchronously while every other caller gets ``DrainedError``;
-- connections come back clean (rolled back; a changed session is closed);
+- connections come back clean (rolled back; a changed session is reset off
+  the request path, or closed);
 - fail-fast with backoff while the server is down, and a background refill;
 - a statement that outlasts ``read_timeout`` is KILLed (the server would run
   it on) before its error is raised, its slot kept until then;
@@ -106,6 +107,9 @@ _HOUSEKEEPER_MAX_SLEEP = 1.0
 # backoff for requests, which should keep trying, but must not be hammered.
 _REFILL_RETRY_FIRST = 0.1
 _REFILL_RETRY_MAX = 2.0
+# Returned connections with a changed session waiting for the housekeeper to
+# reset them; beyond this many, the next ones are closed instead.
+_RESETS_QUEUED_MAX = 4
 
 # Handed to a waiter instead of a connection: "a slot is free, open one".
 _SLOT: Final = object()
@@ -125,6 +129,8 @@ class PoolStats:
     #: Connections opened and closed.
     opened: int
     closed: int
+    #: Connections whose changed session was reset (not closed) before reuse.
+    resets: int
     #: Failed connection attempts and connections found dead.
     errors: int
     #: Connections handed out, and callers that gave up after ``acquire_timeout``.
@@ -215,8 +221,11 @@ class Pool(ConnectionPool):
         )
         # One KILL connection at a time: the server sees at most max_size + 1.
         self._kill_lock = threading.Lock()
+        # Returned connections whose session changed, for the housekeeper to
+        # reset (counted in _checking meanwhile).
+        self._resets: list[PooledConnection] = []
         # Stats counters.
-        self._opened = self._closed_count = self._errors = 0
+        self._opened = self._closed_count = self._errors = self._resets_done = 0
         self._requests = self._timeouts = 0
         self._wait_time = 0.0
         if open:
@@ -364,6 +373,9 @@ class Pool(ConnectionPool):
         self._close_idle()
         with self._lock:
             self._drained_waiters.clear()
+            resets, self._resets = self._resets, []
+        for conn in resets:  # left by a housekeeper that did not stop in time
+            self._reset(conn)
         with self._lock:
             doomed, self._doomed = self._doomed, []
         if doomed:  # left by the housekeeper, which is gone
@@ -421,15 +433,7 @@ class Pool(ConnectionPool):
         try:
             conn = PooledConnection(**config)
             try:
-                # How the server sees us: a KILL is only ever sent to a session
-                # that is still this connection's (see _kill_sessions).
-                conn.query(
-                    b"SELECT @@wait_timeout, @@max_allowed_packet, (SELECT host "
-                    b"FROM information_schema.processlist WHERE id = CONNECTION_ID())"
-                )
-                ((wait_timeout, max_packet, server_host),) = (
-                    conn.store_result().fetch_row()
-                )
+                wait_timeout, server_host = conn.setup_session()
                 if self._required_tls is not None:
                     _check_encrypted(conn, self._required_tls)
             except BaseException:
@@ -441,7 +445,6 @@ class Pool(ConnectionPool):
         conn.returned_at = conn.alive_at = now
         conn.wait_timeout = float(wait_timeout)
         conn.server_host = server_host
-        conn.max_packet = int(max_packet)
         conn.read_timeout = config.get("read_timeout") or None  # 0: no limit
         conn.killer = self
         # Compressed packets have another header: _wire cannot read them.
@@ -837,6 +840,21 @@ class Pool(ConnectionPool):
                         self._idle.append(conn)
                         self._in_use -= 1
                     return
+        elif reusable and conn.resettable(now):
+            with self._lock:
+                # Reset by the housekeeper, off the request's path. When it is
+                # behind, closing (and opening anew in the caller's thread)
+                # does not wait for it.
+                if (
+                    not self._closing
+                    and self._housekeeper is not None
+                    and len(self._resets) < _RESETS_QUEUED_MAX
+                ):
+                    self._in_use -= 1
+                    self._checking += 1
+                    self._resets.append(conn)
+                    self._cond.notify_all()
+                    return
         # Closed mid-query: the server runs the query on, in a session still
         # holding its place among max_connections, unless it is KILLed. (A
         # broken connection's session is gone already.)
@@ -985,9 +1003,16 @@ class Pool(ConnectionPool):
                     self._cond.wait(_HOUSEKEEPER_MAX_SLEEP)
 
     def _housekeep_once(self) -> bool:
+        with self._lock:
+            resets, self._resets = self._resets, []
+            closing = self._closing  # then none can be queued any more
+        for conn in resets:  # first: a caller may be waiting for one
+            self._reset(conn)
+        if closing:
+            return False
         with self._cond:
             if self._closing:
-                return False
+                return True  # once more: resets queued meanwhile are closed
             now = time.monotonic()
             retire, check = self._sort_idle_locked(now)
             doomed = list(self._doomed)
@@ -996,7 +1021,8 @@ class Pool(ConnectionPool):
                 refill = max(0, self.size - self._total_locked())
                 self._opening += refill
             if not (retire or check or refill or doomed):
-                self._cond.wait(self._next_deadline_locked(now) - now)
+                if not self._resets:
+                    self._cond.wait(self._next_deadline_locked(now) - now)
                 return True
         _close_all(retire)
         if doomed:
@@ -1151,6 +1177,28 @@ class Pool(ConnectionPool):
                 error = await asyncio.wrap_future(job)
         return error
 
+    def _reset(self, conn: PooledConnection) -> None:
+        """Reset a returned connection's session (see
+        PooledConnection.reset_session), then lend it or put it back idle;
+        closed if that fails or the pool is closing."""
+        with self._lock:
+            closing = self._closing
+        done = not closing and conn.reset_session()
+        with self._lock:
+            self._checking -= 1
+            if done and not self._closing:
+                self._resets_done += 1
+                self._put_idle_locked(conn)
+                return
+            self._checking += 1
+        _close_quietly(conn)
+        with self._lock:
+            self._checking -= 1
+            self._closed_count += 1
+            if not (done or closing):
+                self._errors += 1
+            self._slot_freed_locked()
+
     def _keepalive(self, conn: PooledConnection) -> None:
         alive = conn.ping_within(CHECK_TIMEOUT)
         if alive:
@@ -1199,6 +1247,7 @@ class Pool(ConnectionPool):
                 max_size=self.max_size,
                 opened=self._opened,
                 closed=self._closed_count,
+                resets=self._resets_done,
                 errors=self._errors,
                 requests=self._requests,
                 timeouts=self._timeouts,

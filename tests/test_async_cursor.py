@@ -175,7 +175,9 @@ def test_every_result_shape(db: Database) -> None:
         assert client.get("/multi").json() == [[[1]], [[2, 3]], [], [[1]], [[2, 3]]]
         assert client.get("/error").json() == ["still in step"]
         stats = get_pool(app).stats()
-    assert (stats.opened, stats.closed, stats.errors) == (1, 0, 0)
+    # Nothing discarded. (callproc changes the session: that connection was
+    # reset, and /error, not waiting for it, may have opened another.)
+    assert (stats.closed, stats.errors, stats.resets) == (0, 0, 1)
 
 
 def test_a_connection_dying_mid_query_is_a_503_and_is_discarded(

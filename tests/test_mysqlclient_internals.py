@@ -15,7 +15,9 @@ from typing import Any
 import MySQLdb
 import MySQLdb.cursors
 import pytest
+from MySQLdb.constants import CLIENT
 
+from fastapi_mysqlpool import _session
 from fastapi_mysqlpool._connection import PooledConnection, leased_cursor_class
 from fastapi_mysqlpool._socket import peek, readable_now
 from fastapi_mysqlpool._wire import answer_complete
@@ -198,3 +200,34 @@ def test_generic_attribute_access_keeps_closed(db: Database) -> None:
     assert (plain.closed, pooled.closed) == (1, 1)
     with pytest.raises(AttributeError):
         _ = pooled.no_such_attribute
+
+
+def test_the_native_connection_and_the_client_library(db: Database) -> None:
+    """_session reads the server status with libmariadb's mariadb_get_infov, and
+    resets with mysql_reset_connection, on the MYSQL* held by the capsule that
+    _get_native_connection() returns (named "_mysql.connection.native_connection",
+    the same pointer every time: mysqlclient embeds the MYSQL struct). Its
+    autocommit bit must be the one get_autocommit() reads. PooledConnection
+    relies on multi-statements being on by default (one round trip at connect)
+    and on discard_result() accepting an answer without rows."""
+    conn = PooledConnection(**db.cfg)
+    try:
+        assert conn.client_flag & CLIENT.MULTI_STATEMENTS
+        mysql = _session.native_handle(conn)
+        assert mysql is not None
+        again = _session.native_handle(conn)
+        assert again is not None
+        assert mysql.value == again.value
+        read = _session.status_reader(mysql)
+        assert read is not None
+        for mode in (True, False):
+            conn.autocommit(mode)
+            assert bool(read() & _session.STATUS_AUTOCOMMIT) is mode
+            assert bool(conn.get_autocommit()) is mode
+        conn.query(b"SET @x = 1")
+        conn.discard_result()
+        assert _session.reset_connection(mysql)
+        conn.query(b"SELECT @x")
+        assert conn.store_result().fetch_row() == ((None,),)
+    finally:
+        conn.close()

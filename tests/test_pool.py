@@ -106,15 +106,19 @@ def test_a_changed_session_is_never_handed_out_again(db: Database, change: str) 
                 cursor.execute(change.format(table=table))
         with pool.fetch() as cursor:
             cursor.execute(
-                "SELECT CONNECTION_ID(), @secret, DATABASE(), @@tx_isolation"
+                "SELECT CONNECTION_ID(), @secret, DATABASE(), @@tx_isolation, "
+                "@@character_set_client"
             )
             row = cursor.fetchone()
             cursor.execute("SELECT @@autocommit")
             autocommit = cursor.fetchone()[0]
-        assert row[0] != first
-        assert row[1:] == (None, db.server.database, "REPEATABLE-READ")
+            cursor.execute(f"INSERT INTO {table} VALUES (1)")  # no lock, no tmp
+        # The same connection, its session reset (COM_RESET_CONNECTION).
+        assert row[0] == first
+        assert row[1:] == (None, db.server.database, "REPEATABLE-READ", "utf8mb4")
         assert autocommit == 0
-        assert pool.stats().closed == 1
+        assert (pool.stats().closed, pool.stats().resets) == (0, 1)
+        assert db.scalar(f"SELECT COUNT(*) FROM {table}") == 1
 
 
 def test_bounded_fifo_queue_and_acquire_timeout(db: Database) -> None:
