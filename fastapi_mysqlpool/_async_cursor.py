@@ -19,7 +19,7 @@ import MySQLdb
 import MySQLdb.cursors
 
 from . import _aio
-from ._connection import RELEASED_MESSAGE, PooledConnection
+from ._connection import RELEASED_MESSAGE, PooledConnection, closed_while_waiting
 from ._errors import CursorReleasedError, is_connection_broken
 from ._socket import peek
 from ._wire import answer_complete
@@ -326,6 +326,9 @@ class AsyncPoolCursor(Generic[RowT]):
 
     async def _run(self, conn: PooledConnection, statement: bytes) -> int:
         """Run *statement*; its affected row count (set as ``rowcount``)."""
+        if self._lease is None:
+            # Made in a request, run after it: the connection is another's now.
+            raise CursorReleasedError(RELEASED_MESSAGE)
         if conn.pending:  # a cut-off statement: its answer would be read as ours
             raise _aio.in_progress()
         conn.note_query(statement)
@@ -343,6 +346,8 @@ class AsyncPoolCursor(Generic[RowT]):
                 fd = conn.fileno()
                 for _ in range(_aio.LOOKS):
                     await _aio.next_iteration()  # other tasks run meanwhile
+                    if not conn.open:  # closed meanwhile: fd may be another's
+                        raise closed_while_waiting()
                     size = peek(fd, buffer)
                     if size >= 0:
                         break

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import re
 import select
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import MySQLdb
 from MySQLdb.connections import Connection
 from MySQLdb.cursors import BaseCursor
 
@@ -45,11 +47,31 @@ def changes_session(statement: bytes | bytearray) -> bool:
     return False
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 RELEASED_MESSAGE = (
     "this cursor's connection went back to the pool when its request or task "
     "ended; use the cursor only inside it (for work after the response, use "
     "add_pool_task(), which gives the task a connection of its own)"
 )
+
+
+def closed_while_waiting() -> MySQLdb.InterfaceError:
+    """The error of a statement whose connection was closed under it."""
+    return MySQLdb.InterfaceError(
+        0,
+        "the connection was closed while a statement waited for its answer: its "
+        "request or task ended first (was the statement not awaited?)",
+    )
+
+
+#: An event loop's wait for a connection's socket: (loop, fd, waiter).
+SelectorWait = tuple[asyncio.AbstractEventLoop, int, asyncio.Future[None]]
 
 
 class PooledConnection(Connection):
@@ -85,6 +107,9 @@ class PooledConnection(Connection):
     #: Whether the socket has something to read now (no syscall releasing the
     #: GIL, see _socket); only for a connection still open.
     readable: Callable[[], bool]
+    #: The event loop's registration for this socket while a statement waits
+    #: on it (see _aio.wait_selector), which closing removes first.
+    selector_wait: SelectorWait | None = None
 
     if TYPE_CHECKING:  # the C methods relied on, typed (MySQLdb's stubs are not)
 
@@ -103,7 +128,8 @@ class PooledConnection(Connection):
         def literal(self, o: Any) -> bytes: ...
         def commit(self) -> None: ...
         def rollback(self) -> None: ...
-        def close(self) -> None: ...
+        def get_character_set_info(self) -> dict[str, Any]: ...
+        def escape_string(self, s: bytes, /) -> bytes: ...
         def get_autocommit(self) -> bool: ...
         def thread_id(self) -> int: ...
 
@@ -130,6 +156,38 @@ class PooledConnection(Connection):
         self.read_timeout = None
         self.autocommit_mode = bool(self.get_autocommit())
         self.readable = readable_check(self.fileno())
+
+    def close(self) -> None:
+        """Close; a wait registered for the socket is removed first, and its
+        waiter woken with an error. Left registered, it would outlive the
+        socket: the next socket opened gets the same fd, and the loop's
+        selector, still holding the stale entry, never watches the new one
+        (an unawaited execute() hung the next request so)."""
+        wait = self.selector_wait
+        if wait is not None:
+            loop = wait[0]
+            if loop.is_closed():
+                self.selector_wait = None  # nothing looks at its selector again
+            elif _running_loop() is loop:
+                self.end_selector_wait(wait)
+            else:
+                # Only the loop may touch its selector: it closes the connection.
+                try:
+                    loop.call_soon_threadsafe(self.close)
+                except RuntimeError:  # closed meanwhile
+                    self.selector_wait = None
+                else:
+                    return
+        super().close()  # type: ignore[no-untyped-call]
+
+    def end_selector_wait(self, wait: SelectorWait) -> None:
+        """Remove *wait*'s registration; its waiter, if still waiting, gets
+        :func:`closed_while_waiting`. (On *wait*'s loop.)"""
+        self.selector_wait = None
+        loop, fd, waiter = wait
+        loop.remove_reader(fd)
+        if not waiter.done():
+            waiter.set_exception(closed_while_waiting())
 
     def query(self, query: str | bytes | bytearray) -> None:
         # Every cursor's execute() ends here, so this sees all SQL sent
