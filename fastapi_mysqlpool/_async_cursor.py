@@ -11,7 +11,8 @@ result sets and very large statements.
 from __future__ import annotations
 
 import re
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
@@ -38,15 +39,126 @@ LOOP_READ_MAX = 64 * 1024
 #: executemany() packs INSERT ... VALUES rows into statements up to this size
 #: (as MySQLdb does: max_allowed_packet is at least 1 MB).
 MAX_STATEMENT = 64 * 1024
+#: Statements whose arguments hold more text or bytes than SEND_INLINE_MAX are
+#: built in a worker thread (escaping 15 MB held the loop ~70 ms; random
+#: bytes, ~200 ms), and values longer than this escaped a piece at a time: the
+#: C escape keeps the GIL, which the loop gets back between pieces.
+ESCAPE_PIECE = 64 * 1024
+#: executemany() builds the statements of more rows than this in a worker
+#: thread too (a few microseconds of escaping each).
+LOOP_ROWS_MAX = 100
 
 _INSERT_VALUES = MySQLdb.cursors.RE_INSERT_VALUES
 _INSERT_VALUES_BYTES = re.compile(
     _INSERT_VALUES.pattern.encode("ascii"), re.IGNORECASE | re.DOTALL
 )
 
+_TEXT = (str, bytes, bytearray)
+# Where a value escaped in pieces may be cut (see _piece_starts).
+_ANY_BYTE = re.compile(rb".", re.DOTALL)
+_NOT_UTF8_CONTINUATION = re.compile(rb"[^\x80-\xbf]")
+# Stands for a value escaped in pieces while the statement is formatted: a NUL
+# byte never appears in an escaped literal.
+_PIECES = re.compile(rb"\0(\d+)\0")
 
-# An answer: (rows, the result object for its description or None, rowcount,
-# lastrowid, warning_count). A tuple: this runs for every statement.
+
+def _large(args: Any) -> bool:
+    """True if *args* are better escaped in a worker thread: more than
+    SEND_INLINE_MAX bytes (or characters) of text and bytes, unescaped."""
+    values: Iterable[Any]
+    if type(args) is tuple or type(args) is list:
+        values = args
+    elif isinstance(args, Mapping):
+        values = args.values()
+    else:  # None; anything else is only iterated once, by the formatting
+        return False
+    size = 0
+    for value in values:
+        if isinstance(value, _TEXT):
+            size += len(value)
+    return size > SEND_INLINE_MAX
+
+
+def _mogrify_in_pieces(conn: PooledConnection, query: str | bytes, args: Any) -> bytes:
+    """:meth:`AsyncPoolCursor._mogrify` for large arguments, in a worker thread:
+    values over ESCAPE_PIECE escaped a piece at a time (the loop gets the GIL
+    in between), and the statement joined once (bytes.join lets go of the GIL
+    above 1 MB)."""
+    if isinstance(query, str):
+        query = query.encode(conn.encoding)
+    starts = _piece_starts(conn) if b"\0" not in query else None
+    escaped: list[list[bytes]] = []
+
+    def literal(value: Any) -> bytes:
+        large = isinstance(value, _TEXT) and len(value) > ESCAPE_PIECE
+        if large and starts is not None:
+            escaped.append(_escape_in_pieces(conn, value, starts))
+            return b"\0%d\0" % (len(escaped) - 1)
+        return conn.literal(value)
+
+    statement = AsyncPoolCursor._mogrify(conn, query, args, literal)
+    if not escaped:
+        return statement
+    parts: list[bytes] = []
+    for i, part in enumerate(_PIECES.split(statement)):
+        if i % 2:
+            parts += escaped[int(part)]
+        else:
+            parts.append(part)
+    return b"".join(parts)
+
+
+def _piece_starts(conn: PooledConnection) -> re.Pattern[bytes] | None:
+    """Where in encoded text a piece may start so that escaping the pieces
+    gives what escaping the whole gives; None: nowhere.
+
+    The C client escapes the bytes of a complete multibyte character as one:
+    a cut must not fall inside one. In a single-byte character set any byte
+    may start a piece; in UTF-8 any but a continuation byte. In other
+    multibyte sets (GBK, SJIS, ...) a character's second byte can be any
+    ASCII byte, a backslash included: not cut.
+    """
+    info = conn.get_character_set_info()
+    if info["mbmaxlen"] == 1:
+        return _ANY_BYTE
+    if info["name"].startswith("utf8"):
+        return _NOT_UTF8_CONTINUATION
+    return None
+
+
+def _escape_in_pieces(
+    conn: PooledConnection, value: str | bytes | bytearray, starts: re.Pattern[bytes]
+) -> list[bytes]:
+    """``conn.literal(value)`` as pieces to join (see :func:`_piece_starts`)."""
+    empty = conn.literal(value[:0])  # the quotes, and a _binary prefix if any
+    pieces = [empty[:-1]]
+    escape = conn.escape_string
+    if isinstance(value, str):
+        # Cut between characters: each piece starts with a character's first byte.
+        encoding = conn.encoding
+        for i in range(0, len(value), ESCAPE_PIECE):
+            pieces.append(escape(value[i : i + ESCAPE_PIECE].encode(encoding)))
+            time.sleep(0)  # lets go of the GIL: the loop need not ask for it
+    else:
+        end = len(value)
+        i = 0
+        while i < end:
+            start = starts.search(value, i + ESCAPE_PIECE)
+            cut = end if start is None else start.start()
+            pieces.append(escape(bytes(value[i:cut])))
+            time.sleep(0)
+            i = cut
+    pieces.append(empty[-1:])
+    return pieces
+
+
+def _next(statements: Iterator[bytes]) -> bytes | None:
+    return next(statements, None)
+
+
+# An answer: (rows, its description or the result object to compute it from,
+# or None; rowcount, lastrowid, warning_count). A tuple: this runs for every
+# statement.
 _Answer = tuple[Sequence[Any], Any, int, int | None, int]
 _NO_ROWS: Sequence[Any] = ()
 
@@ -186,19 +298,26 @@ class AsyncPoolCursor(Generic[RowT]):
         return self._mogrify(conn, query, args).decode(conn.encoding)
 
     @staticmethod
-    def _mogrify(conn: PooledConnection, query: str | bytes, args: Any) -> bytes:
+    def _mogrify(
+        conn: PooledConnection,
+        query: str | bytes,
+        args: Any,
+        literal: Callable[[Any], bytes] | None = None,
+    ) -> bytes:
         # As MySQLdb's BaseCursor._mogrify, with public connection methods only.
         if isinstance(query, str):
             query = query.encode(conn.encoding)
         if args is None:
             return query
+        if literal is None:
+            literal = conn.literal
         if isinstance(args, Mapping):
             literal_args: Any = {
-                (k.encode(conn.encoding) if isinstance(k, str) else k): conn.literal(v)
+                (k.encode(conn.encoding) if isinstance(k, str) else k): literal(v)
                 for k, v in args.items()
             }
         else:
-            literal_args = tuple(map(conn.literal, args))
+            literal_args = tuple(map(literal, args))
         try:
             return bytes(query % literal_args)
         except TypeError as exc:
@@ -211,13 +330,21 @@ class AsyncPoolCursor(Generic[RowT]):
         itself: when the connection is ready, it hands over the coroutine
         that runs the statement (one coroutine less per query)."""
         conn = self._ready_now()
-        if conn is None:
+        if conn is None or (args is not None and _large(args)):
             return self._execute_when_ready(query, args)
         return self._run(conn, self._mogrify(conn, query, args))
 
     async def _execute_when_ready(self, query: str | bytes, args: Any) -> int:
         conn = await self._ready()
-        return await self._run(conn, self._mogrify(conn, query, args))
+        return await self._run(conn, await self._statement(conn, query, args))
+
+    async def _statement(
+        self, conn: PooledConnection, query: str | bytes, args: Any
+    ) -> bytes:
+        """The statement to send, built in a worker thread if *args* are large."""
+        if _large(args):
+            return await anyio.to_thread.run_sync(_mogrify_in_pieces, conn, query, args)
+        return self._mogrify(conn, query, args)
 
     async def executemany(self, query: str | bytes, args: Iterable[Any]) -> int | None:
         """Run *query* once per set of arguments; ``INSERT ... VALUES`` rows are
@@ -234,18 +361,31 @@ class AsyncPoolCursor(Generic[RowT]):
         total = 0
         if match is None:
             for item in batch:
-                await self._run(conn, self._mogrify(conn, query, item))
+                # Results the last statement left (a procedure's, several
+                # statements') are read first, as MySQLdb's execute() does.
+                conn = self._ready_now() or await self._ready()
+                await self._run(conn, await self._statement(conn, query, item))
+                total += self.rowcount
+        elif len(batch) <= LOOP_ROWS_MAX and not any(map(_large, batch)):
+            for statement in self._packed_inserts(conn, match, batch, self._mogrify):
+                await self._run(conn, statement)
                 total += self.rowcount
         else:
-            for statement in self._packed_inserts(conn, match, batch):
-                await self._run(conn, statement)
+            # Each statement built in a worker thread (see _mogrify_in_pieces).
+            statements = self._packed_inserts(conn, match, batch, _mogrify_in_pieces)
+            while built := await anyio.to_thread.run_sync(_next, statements):
+                await self._run(conn, built)
                 total += self.rowcount
         self.rowcount = total
         return total
 
+    @staticmethod
     def _packed_inserts(
-        self, conn: PooledConnection, match: re.Match[Any], batch: list[Any]
-    ) -> Iterable[bytes]:
+        conn: PooledConnection,
+        match: re.Match[Any],
+        batch: list[Any],
+        mogrify: Callable[[PooledConnection, bytes, Any], bytes],
+    ) -> Iterator[bytes]:
         def encoded(part: str | bytes) -> bytes:
             return part.encode(conn.encoding) if isinstance(part, str) else part
 
@@ -254,7 +394,7 @@ class AsyncPoolCursor(Generic[RowT]):
         postfix = encoded(match.group(3) or b"")
         statement = bytearray(prefix)
         for i, item in enumerate(batch):
-            row = self._mogrify(conn, values, item)
+            row = mogrify(conn, values, item)
             if i and len(statement) + len(row) + len(postfix) + 1 > MAX_STATEMENT:
                 yield bytes(statement + postfix)
                 statement = bytearray(prefix)
@@ -321,7 +461,13 @@ class AsyncPoolCursor(Generic[RowT]):
             self._checked = True
             conn = await lease.acheck()
         if conn.more_results():
-            await lease.adrain(conn)
+            try:
+                await lease.adrain(conn)
+            except BaseException as exc:
+                # A later statement's error ended them: raised here, as by
+                # MySQLdb's execute(), the connection in step.
+                self._failed(conn, exc)
+                raise
         return conn
 
     async def _run(self, conn: PooledConnection, statement: bytes) -> int:
