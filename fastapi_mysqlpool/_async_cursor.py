@@ -165,6 +165,7 @@ _NO_ROWS: Sequence[Any] = ()
 
 def _no_result(conn: PooledConnection) -> _Answer:
     """The answer to a statement without a result set (INSERT, UPDATE...)."""
+    conn.pending = False
     return _NO_ROWS, None, conn.affected_rows(), conn.insert_id(), conn.warning_count()
 
 
@@ -173,6 +174,9 @@ def _read_answer(conn: PooledConnection, how: int) -> _Answer:
     if not conn.field_count():
         return _no_result(conn)
     result = conn.store_result()
+    # All of it read: in step, whatever converting the rows raises (a
+    # converter's error, text the charset cannot decode) for the caller.
+    conn.pending = False
     rows = result.fetch_row(0, how)
     return rows, result, conn.affected_rows(), conn.insert_id(), conn.warning_count()
 
@@ -180,15 +184,58 @@ def _read_answer(conn: PooledConnection, how: int) -> _Answer:
 def _stream_answer(conn: PooledConnection, how: int) -> _Answer:
     """The current statement's answer, read in a worker thread.
 
-    use_result(), not store_result(): store_result() keeps the GIL while it
-    reads the whole result, which would stall the event loop as much as
-    reading it there. use_result() lets go of the GIL around each row it reads.
+    use_result(), not store_result(): store_result() copies every row before
+    converting any, and converting them from it keeps the GIL throughout (for
+    100,000 rows: 70% slower, the loop held longer). use_result() lets go of
+    the GIL around each row it reads.
+
+    The result never leaves this function: freeing an unbuffered result takes
+    its connection's lock (mysqlclient 2.3), which fetch_row() holds while it
+    reads. Kept alive (as the description, or in a reference cycle through a
+    traceback) it could be freed by the garbage collector inside fetch_row()
+    of a later statement on the same connection, in the thread holding that
+    lock: that thread would wait for itself forever.
     """
     if not conn.field_count():
         return _no_result(conn)
     result = conn.use_result()
-    rows = result.fetch_row(0, how)
-    return rows, result, len(rows), conn.insert_id(), conn.warning_count()
+    try:
+        rows = result.fetch_row(0, how)
+    except BaseException:
+        # Failed partway (a server error such as 1969 or 1317, a converter's
+        # error): read the rest and free the result here, now.
+        _discard_rest(conn, result)
+        del result
+        raise
+    description = _description(result)
+    del result  # freed here, in this thread, the lock free
+    conn.pending = False
+    return rows, description, len(rows), conn.insert_id(), conn.warning_count()
+
+
+def _discard_rest(conn: PooledConnection, result: Any) -> None:
+    """Read what is left of a result that failed partway, so that the
+    connection is in step again (unless it broke)."""
+    try:
+        result.discard()  # without the GIL
+    except MySQLdb.Error as exc:
+        # A server error ended the result (the one fetch_row() raised, still
+        # reported): in step. A client error: the connection is gone.
+        if is_connection_broken(exc):
+            conn.broken = True
+            return
+    conn.pending = False
+
+
+def _description(result: Any) -> tuple[tuple[Any, ...], ...]:
+    """*result*'s DB-API description, the same whichever way it was read.
+
+    The display size (the third item) is None, as in aiomysql and asyncmy
+    (PEP 249: "no meaningful value"): mysqlclient reports the longest value's
+    length for a stored result only (its Cursor), 0 for a streamed one (its
+    SSCursor), and a large answer is streamed.
+    """
+    return tuple((d[0], d[1], None, *d[3:]) for d in result.describe())
 
 
 def _read_query_answer(conn: PooledConnection, how: int) -> _Answer:
@@ -238,7 +285,8 @@ class AsyncPoolCursor(Generic[RowT]):
         self._checked = checked
         self._closed = False
         self._rows: Sequence[Any] = ()
-        self._result: Any = None  # for description, computed when asked for
+        # The description, or the result to compute it from when asked for.
+        self._result: Any = None
         self._executed: bytes | None = None
         self.rownumber = 0
         self.rowcount = -1
@@ -251,7 +299,11 @@ class AsyncPoolCursor(Generic[RowT]):
     def description(self) -> tuple[tuple[Any, ...], ...] | None:
         """The DB-API column descriptions of the last result (None without)."""
         result = self._result
-        return None if result is None else result.describe()
+        if result is None or type(result) is tuple:
+            return result
+        # A stored result: described once, then let go of.
+        self._result = description = _description(result)
+        return description
 
     @property
     def connection(self) -> PooledConnection:
@@ -434,7 +486,6 @@ class AsyncPoolCursor(Generic[RowT]):
         except BaseException as exc:
             self._failed(conn, exc)
             raise
-        conn.pending = False
         self._set(answer)
         return True
 
@@ -515,7 +566,7 @@ class AsyncPoolCursor(Generic[RowT]):
         except BaseException as exc:
             self._failed(conn, exc)
             raise
-        conn.pending = False
+        # (The readers above cleared conn.pending once they had the answer.)
         self._executed = statement
         self._set(answer)
         return self.rowcount
@@ -527,7 +578,9 @@ class AsyncPoolCursor(Generic[RowT]):
                 conn.broken = True  # its session is gone: nothing to KILL
             else:
                 conn.pending = False  # the server answered: still in step
-        # Anything else (a cancellation) leaves it pending: closed, KILLed.
+        # Anything else leaves it pending (closed, KILLed) unless the answer
+        # was read first (the readers then cleared it): a cancellation
+        # mid-wait does, a converter's error does not.
 
     def _set(self, answer: _Answer) -> None:
         (

@@ -8,8 +8,13 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import json
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,9 +24,12 @@ import MySQLdb
 import MySQLdb.converters
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from MySQLdb.constants import FIELD_TYPE
 
 from fastapi_mysqlpool import (
     AsyncCursor,
+    Cursor,
     CursorReleasedError,
     Pool,
     _aio,
@@ -298,6 +306,125 @@ async def test_values_escaped_in_pieces_arrive_intact(
         await pool.aclose()
 
 
+# -- answers that fail partway (section 7) ------------------------------------
+
+# Run in a process of its own: if a worker thread deadlocks on the connection's
+# lock, nothing can end it but the end of the process.
+_HALF_READ_RESULT = """
+import gc, json, sys
+from decimal import Decimal
+import anyio, httpx, MySQLdb, MySQLdb.converters
+from MySQLdb.constants import FIELD_TYPE
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from fastapi_mysqlpool import AsyncCursor, mysql_pool_lifespan
+
+cfg, table = json.loads(sys.argv[1]), sys.argv[2]
+collect = []
+
+def decimal(value):
+    # The collector runs here when it runs while rows are converted: inside
+    # fetch_row(), in the thread that holds the connection's lock.
+    if collect:
+        collect.clear()
+        gc.collect()
+    return Decimal(value)
+
+conv = {**MySQLdb.converters.conversions, FIELD_TYPE.NEWDECIMAL: decimal}
+app = FastAPI(lifespan=mysql_pool_lifespan({**cfg, "conv": conv}, size=1, max_size=1))
+
+@app.get("/")
+async def route(cursor: AsyncCursor):
+    try:  # rows stream in (20 KB each), then error 1969 ends the answer
+        await cursor.execute(
+            "SET STATEMENT max_statement_time=0.2 FOR "
+            "SELECT REPEAT('x', 20000), SLEEP(0.05) FROM seq_1_to_100"
+        )
+    except MySQLdb.OperationalError as exc:
+        assert exc.args[0] == 1969, exc
+    await cursor.execute(f"SELECT COUNT(*) FROM {table}")
+    collect.append(True)
+    await cursor.execute(f"SELECT id, price, filler FROM {table} LIMIT 5000")
+    return len(await cursor.fetchall())
+
+async def main():
+    gc.disable()  # the cycles wait for the collection in decimal()
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            for _ in range(3):
+                print((await c.get("/")).json(), flush=True)
+
+anyio.run(main)
+"""
+
+
+def test_an_answer_failing_partway_is_freed_where_it_fails(db: Database) -> None:
+    """Error 1969 mid-result, read in a worker thread: the half-read result
+    must be freed there and then. Left in a reference cycle, the collector
+    freed it later inside a thread reading another large result on the same
+    connection, which then waited forever for the lock it held itself."""
+    table = db.create_table(
+        "listing", "id INT PRIMARY KEY, price DECIMAL(10,2), filler CHAR(40)"
+    )
+    db.query(f"INSERT INTO {table} SELECT seq, seq / 7, 'x' FROM seq_1_to_5000")
+    root = Path(__file__).resolve().parent.parent
+    try:
+        finished = subprocess.run(
+            [sys.executable, "-c", _HALF_READ_RESULT, json.dumps(db.cfg), table],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"deadlocked; it printed {exc.stdout!r}") from None
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.split() == ["5000"] * 3
+
+
+def strict_decimal(value: str) -> Decimal:
+    if value == "13.0":
+        raise ValueError("unlucky")
+    return Decimal(value)
+
+
+@pytest.mark.parametrize("rows", [20, 20_000], ids=["on the loop", "in a thread"])
+def test_a_conversion_error_leaves_the_connection_in_step(
+    db: Database, rows: int
+) -> None:
+    """A converter raising (or text that cannot be decoded) once the answer is
+    read is the route's to handle; the connection stays in step, and what the
+    route does next is committed, as with the sync cursor."""
+    table = db.create_table("log", "id INT PRIMARY KEY")
+    conv = {**MySQLdb.converters.conversions, FIELD_TYPE.NEWDECIMAL: strict_decimal}
+    app = FastAPI(lifespan=mysql_pool_lifespan({**db.cfg, "conv": conv}, size=1))
+
+    @app.post("/async")
+    async def async_route(cursor: AsyncCursor) -> list[Any]:
+        with pytest.raises(ValueError, match="unlucky"):
+            await cursor.execute(
+                f"SELECT seq, CAST(seq AS DECIMAL(10,1)), REPEAT('x', 10) "
+                f"FROM seq_1_to_{rows}"
+            )
+        await cursor.execute(f"INSERT INTO {table} VALUES (1)")
+        await cursor.execute("SELECT 'after'")
+        return list(await cursor.fetchall())
+
+    @app.post("/sync")
+    def sync_route(cursor: Cursor) -> None:
+        with pytest.raises(ValueError, match="unlucky"):
+            cursor.execute(f"SELECT CAST(seq AS DECIMAL(10,1)) FROM seq_1_to_{rows}")
+        cursor.execute(f"INSERT INTO {table} VALUES (2)")
+
+    with TestClient(app) as client:
+        assert client.post("/async").json() == [["after"]]
+        assert client.post("/sync").status_code == 200
+        stats = get_pool(app).stats()
+    assert db.query(f"SELECT id FROM {table} ORDER BY id") == ((1,), (2,))
+    assert (stats.opened, stats.closed) == (1, 0)
+
+
 # -- executemany of statements with several results (section 7) ---------------
 
 
@@ -374,3 +501,39 @@ async def test_an_error_among_results_left_unread_leaves_the_connection_in_step(
         await pool.aclose()
     assert db.query(f"SELECT id FROM {table}") == ((1,),)
     assert (stats.opened, stats.closed) == (1, 0)
+
+
+# -- description (section 7) ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_same_statement_is_described_the_same_on_either_path(
+    db: Database,
+) -> None:
+    """An answer read on the loop (store_result) knew each column's longest
+    value; one read in a worker thread as it streams (use_result) cannot: the
+    display size is None on both (PEP 249's "no meaningful value", as in
+    aiomysql and asyncmy); every other field is MySQLdb's."""
+    table = db.create_table(
+        "wide", "id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, price DECIMAL(8,2)"
+    )
+    db.query(f"INSERT INTO {table} SELECT seq, 'name', seq / 3 FROM seq_1_to_5000")
+    small = f"SELECT id, name, price FROM {table} WHERE id <= 3"
+    large = f"SELECT id, name, price FROM {table}"  # > 64 KB: read in a thread
+    theirs = db.admin.cursor()
+    theirs.execute(small)
+    reference = tuple((d[0], d[1], None, *d[3:]) for d in theirs.description)
+
+    descriptions = []
+    for cfg in (db.cfg, {**db.cfg, "compress": True}):  # compressed: in a thread
+        pool = Pool(cfg, size=1, max_size=1)
+        try:
+            async with pool.cursor() as cursor:
+                for statement in (small, large):
+                    await cursor.execute(statement)
+                    descriptions.append(cursor.description)
+                await cursor.execute(f"UPDATE {table} SET name = 'x' WHERE id = 1")
+                assert cursor.description is None
+        finally:
+            await pool.aclose()
+    assert descriptions == [reference] * 4
