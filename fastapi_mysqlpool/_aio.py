@@ -15,7 +15,7 @@ from collections.abc import Generator
 import anyio
 import MySQLdb
 
-from ._connection import PooledConnection
+from ._connection import PooledConnection, closed_while_waiting
 
 #: Loop iterations to look for the answer before registering with the selector:
 #: a quick answer (a COMMIT, a primary-key lookup) usually arrives within them,
@@ -54,11 +54,18 @@ async def wait_readable(conn: PooledConnection, timeout: float | None) -> None:
 
 
 async def wait_selector(conn: PooledConnection, timeout: float | None) -> None:
-    """:func:`wait_readable`, registered with the loop's selector at once."""
+    """:func:`wait_readable`, registered with the loop's selector at once.
+
+    The registration is the connection's (``selector_wait``) until the wait
+    ends: closing the connection meanwhile removes it and wakes this wait with
+    an error. Removed here only while still its own, for the fd may be another
+    connection's by then.
+    """
     fd = conn.fileno()
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     loop.add_reader(fd, _wake, future)
+    conn.selector_wait = wait = (loop, fd, future)
     timer = None if timeout is None else loop.call_later(timeout, _expire, future)
     try:
         await future
@@ -66,9 +73,13 @@ async def wait_selector(conn: PooledConnection, timeout: float | None) -> None:
         loop.remove_reader(fd)  # a KILLed session's EOF would wake it in a loop
         raise await timed_out(conn, timeout) from None
     finally:
-        loop.remove_reader(fd)
+        if conn.selector_wait is wait:
+            conn.selector_wait = None
+            loop.remove_reader(fd)
         if timer is not None:
             timer.cancel()
+    if not conn.open:  # woken, then closed before this task ran on
+        raise closed_while_waiting()
 
 
 def lost(conn: PooledConnection, timeout: float | None) -> MySQLdb.OperationalError:

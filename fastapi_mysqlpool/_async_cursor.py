@@ -11,7 +11,8 @@ result sets and very large statements.
 from __future__ import annotations
 
 import re
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
@@ -19,7 +20,7 @@ import MySQLdb
 import MySQLdb.cursors
 
 from . import _aio
-from ._connection import RELEASED_MESSAGE, PooledConnection
+from ._connection import RELEASED_MESSAGE, PooledConnection, closed_while_waiting
 from ._errors import CursorReleasedError, is_connection_broken
 from ._socket import peek
 from ._wire import answer_complete
@@ -38,21 +39,133 @@ LOOP_READ_MAX = 64 * 1024
 #: executemany() packs INSERT ... VALUES rows into statements up to this size
 #: (as MySQLdb does: max_allowed_packet is at least 1 MB).
 MAX_STATEMENT = 64 * 1024
+#: Statements whose arguments hold more text or bytes than SEND_INLINE_MAX are
+#: built in a worker thread (escaping 15 MB held the loop ~70 ms; random
+#: bytes, ~200 ms), and values longer than this escaped a piece at a time: the
+#: C escape keeps the GIL, which the loop gets back between pieces.
+ESCAPE_PIECE = 64 * 1024
+#: executemany() builds the statements of more rows than this in a worker
+#: thread too (a few microseconds of escaping each).
+LOOP_ROWS_MAX = 100
 
 _INSERT_VALUES = MySQLdb.cursors.RE_INSERT_VALUES
 _INSERT_VALUES_BYTES = re.compile(
     _INSERT_VALUES.pattern.encode("ascii"), re.IGNORECASE | re.DOTALL
 )
 
+_TEXT = (str, bytes, bytearray)
+# Where a value escaped in pieces may be cut (see _piece_starts).
+_ANY_BYTE = re.compile(rb".", re.DOTALL)
+_NOT_UTF8_CONTINUATION = re.compile(rb"[^\x80-\xbf]")
+# Stands for a value escaped in pieces while the statement is formatted: a NUL
+# byte never appears in an escaped literal.
+_PIECES = re.compile(rb"\0(\d+)\0")
 
-# An answer: (rows, the result object for its description or None, rowcount,
-# lastrowid, warning_count). A tuple: this runs for every statement.
+
+def _large(args: Any) -> bool:
+    """True if *args* are better escaped in a worker thread: more than
+    SEND_INLINE_MAX bytes (or characters) of text and bytes, unescaped."""
+    values: Iterable[Any]
+    if type(args) is tuple or type(args) is list:
+        values = args
+    elif isinstance(args, Mapping):
+        values = args.values()
+    else:  # None; anything else is only iterated once, by the formatting
+        return False
+    size = 0
+    for value in values:
+        if isinstance(value, _TEXT):
+            size += len(value)
+    return size > SEND_INLINE_MAX
+
+
+def _mogrify_in_pieces(conn: PooledConnection, query: str | bytes, args: Any) -> bytes:
+    """:meth:`AsyncPoolCursor._mogrify` for large arguments, in a worker thread:
+    values over ESCAPE_PIECE escaped a piece at a time (the loop gets the GIL
+    in between), and the statement joined once (bytes.join lets go of the GIL
+    above 1 MB)."""
+    if isinstance(query, str):
+        query = query.encode(conn.encoding)
+    starts = _piece_starts(conn) if b"\0" not in query else None
+    escaped: list[list[bytes]] = []
+
+    def literal(value: Any) -> bytes:
+        large = isinstance(value, _TEXT) and len(value) > ESCAPE_PIECE
+        if large and starts is not None:
+            escaped.append(_escape_in_pieces(conn, value, starts))
+            return b"\0%d\0" % (len(escaped) - 1)
+        return conn.literal(value)
+
+    statement = AsyncPoolCursor._mogrify(conn, query, args, literal)
+    if not escaped:
+        return statement
+    parts: list[bytes] = []
+    for i, part in enumerate(_PIECES.split(statement)):
+        if i % 2:
+            parts += escaped[int(part)]
+        else:
+            parts.append(part)
+    return b"".join(parts)
+
+
+def _piece_starts(conn: PooledConnection) -> re.Pattern[bytes] | None:
+    """Where in encoded text a piece may start so that escaping the pieces
+    gives what escaping the whole gives; None: nowhere.
+
+    The C client escapes the bytes of a complete multibyte character as one:
+    a cut must not fall inside one. In a single-byte character set any byte
+    may start a piece; in UTF-8 any but a continuation byte. In other
+    multibyte sets (GBK, SJIS, ...) a character's second byte can be any
+    ASCII byte, a backslash included: not cut.
+    """
+    info = conn.get_character_set_info()
+    if info["mbmaxlen"] == 1:
+        return _ANY_BYTE
+    if info["name"].startswith("utf8"):
+        return _NOT_UTF8_CONTINUATION
+    return None
+
+
+def _escape_in_pieces(
+    conn: PooledConnection, value: str | bytes | bytearray, starts: re.Pattern[bytes]
+) -> list[bytes]:
+    """``conn.literal(value)`` as pieces to join (see :func:`_piece_starts`)."""
+    empty = conn.literal(value[:0])  # the quotes, and a _binary prefix if any
+    pieces = [empty[:-1]]
+    escape = conn.escape_string
+    if isinstance(value, str):
+        # Cut between characters: each piece starts with a character's first byte.
+        encoding = conn.encoding
+        for i in range(0, len(value), ESCAPE_PIECE):
+            pieces.append(escape(value[i : i + ESCAPE_PIECE].encode(encoding)))
+            time.sleep(0)  # lets go of the GIL: the loop need not ask for it
+    else:
+        end = len(value)
+        i = 0
+        while i < end:
+            start = starts.search(value, i + ESCAPE_PIECE)
+            cut = end if start is None else start.start()
+            pieces.append(escape(bytes(value[i:cut])))
+            time.sleep(0)
+            i = cut
+    pieces.append(empty[-1:])
+    return pieces
+
+
+def _next(statements: Iterator[bytes]) -> bytes | None:
+    return next(statements, None)
+
+
+# An answer: (rows, its description or the result object to compute it from,
+# or None; rowcount, lastrowid, warning_count). A tuple: this runs for every
+# statement.
 _Answer = tuple[Sequence[Any], Any, int, int | None, int]
 _NO_ROWS: Sequence[Any] = ()
 
 
 def _no_result(conn: PooledConnection) -> _Answer:
     """The answer to a statement without a result set (INSERT, UPDATE...)."""
+    conn.pending = False
     return _NO_ROWS, None, conn.affected_rows(), conn.insert_id(), conn.warning_count()
 
 
@@ -62,6 +175,9 @@ def _read_answer(conn: PooledConnection, how: int) -> _Answer:
         return _no_result(conn)
     conn.note_status()  # the header's: reading the rows overwrites it
     result = conn.store_result()
+    # All of it read: in step, whatever converting the rows raises (a
+    # converter's error, text the charset cannot decode) for the caller.
+    conn.pending = False
     rows = result.fetch_row(0, how)
     return rows, result, conn.affected_rows(), conn.insert_id(), conn.warning_count()
 
@@ -69,16 +185,59 @@ def _read_answer(conn: PooledConnection, how: int) -> _Answer:
 def _stream_answer(conn: PooledConnection, how: int) -> _Answer:
     """The current statement's answer, read in a worker thread.
 
-    use_result(), not store_result(): store_result() keeps the GIL while it
-    reads the whole result, which would stall the event loop as much as
-    reading it there. use_result() lets go of the GIL around each row it reads.
+    use_result(), not store_result(): store_result() copies every row before
+    converting any, and converting them from it keeps the GIL throughout (for
+    100,000 rows: 70% slower, the loop held longer). use_result() lets go of
+    the GIL around each row it reads.
+
+    The result never leaves this function: freeing an unbuffered result takes
+    its connection's lock (mysqlclient 2.3), which fetch_row() holds while it
+    reads. Kept alive (as the description, or in a reference cycle through a
+    traceback) it could be freed by the garbage collector inside fetch_row()
+    of a later statement on the same connection, in the thread holding that
+    lock: that thread would wait for itself forever.
     """
     if not conn.field_count():
         return _no_result(conn)
     conn.note_status()  # the header's: reading the rows overwrites it
     result = conn.use_result()
-    rows = result.fetch_row(0, how)
-    return rows, result, len(rows), conn.insert_id(), conn.warning_count()
+    try:
+        rows = result.fetch_row(0, how)
+    except BaseException:
+        # Failed partway (a server error such as 1969 or 1317, a converter's
+        # error): read the rest and free the result here, now.
+        _discard_rest(conn, result)
+        del result
+        raise
+    description = _description(result)
+    del result  # freed here, in this thread, the lock free
+    conn.pending = False
+    return rows, description, len(rows), conn.insert_id(), conn.warning_count()
+
+
+def _discard_rest(conn: PooledConnection, result: Any) -> None:
+    """Read what is left of a result that failed partway, so that the
+    connection is in step again (unless it broke)."""
+    try:
+        result.discard()  # without the GIL
+    except MySQLdb.Error as exc:
+        # A server error ended the result (the one fetch_row() raised, still
+        # reported): in step. A client error: the connection is gone.
+        if is_connection_broken(exc):
+            conn.broken = True
+            return
+    conn.pending = False
+
+
+def _description(result: Any) -> tuple[tuple[Any, ...], ...]:
+    """*result*'s DB-API description, the same whichever way it was read.
+
+    The display size (the third item) is None, as in aiomysql and asyncmy
+    (PEP 249: "no meaningful value"): mysqlclient reports the longest value's
+    length for a stored result only (its Cursor), 0 for a streamed one (its
+    SSCursor), and a large answer is streamed.
+    """
+    return tuple((d[0], d[1], None, *d[3:]) for d in result.describe())
 
 
 def _read_query_answer(conn: PooledConnection, how: int) -> _Answer:
@@ -128,7 +287,8 @@ class AsyncPoolCursor(Generic[RowT]):
         self._checked = checked
         self._closed = False
         self._rows: Sequence[Any] = ()
-        self._result: Any = None  # for description, computed when asked for
+        # The description, or the result to compute it from when asked for.
+        self._result: Any = None
         self._executed: bytes | None = None
         self.rownumber = 0
         self.rowcount = -1
@@ -141,7 +301,11 @@ class AsyncPoolCursor(Generic[RowT]):
     def description(self) -> tuple[tuple[Any, ...], ...] | None:
         """The DB-API column descriptions of the last result (None without)."""
         result = self._result
-        return None if result is None else result.describe()
+        if result is None or type(result) is tuple:
+            return result
+        # A stored result: described once, then let go of.
+        self._result = description = _description(result)
+        return description
 
     @property
     def connection(self) -> PooledConnection:
@@ -188,19 +352,26 @@ class AsyncPoolCursor(Generic[RowT]):
         return self._mogrify(conn, query, args).decode(conn.encoding)
 
     @staticmethod
-    def _mogrify(conn: PooledConnection, query: str | bytes, args: Any) -> bytes:
+    def _mogrify(
+        conn: PooledConnection,
+        query: str | bytes,
+        args: Any,
+        literal: Callable[[Any], bytes] | None = None,
+    ) -> bytes:
         # As MySQLdb's BaseCursor._mogrify, with public connection methods only.
         if isinstance(query, str):
             query = query.encode(conn.encoding)
         if args is None:
             return query
+        if literal is None:
+            literal = conn.literal
         if isinstance(args, Mapping):
             literal_args: Any = {
-                (k.encode(conn.encoding) if isinstance(k, str) else k): conn.literal(v)
+                (k.encode(conn.encoding) if isinstance(k, str) else k): literal(v)
                 for k, v in args.items()
             }
         else:
-            literal_args = tuple(map(conn.literal, args))
+            literal_args = tuple(map(literal, args))
         try:
             return bytes(query % literal_args)
         except TypeError as exc:
@@ -213,15 +384,23 @@ class AsyncPoolCursor(Generic[RowT]):
         itself: when the connection is ready, it hands over the coroutine
         that runs the statement (one coroutine less per query)."""
         conn = self._ready_now()
-        if conn is None:
+        if conn is None or (args is not None and _large(args)):
             return self._execute_when_ready(query, args)
         conn.note_template(query)  # the template: never the parameters
         return self._run(conn, self._mogrify(conn, query, args))
 
     async def _execute_when_ready(self, query: str | bytes, args: Any) -> int:
         conn = await self._ready()
-        conn.note_template(query)
-        return await self._run(conn, self._mogrify(conn, query, args))
+        conn.note_template(query)  # the template: never the parameters
+        return await self._run(conn, await self._statement(conn, query, args))
+
+    async def _statement(
+        self, conn: PooledConnection, query: str | bytes, args: Any
+    ) -> bytes:
+        """The statement to send, built in a worker thread if *args* are large."""
+        if _large(args):
+            return await anyio.to_thread.run_sync(_mogrify_in_pieces, conn, query, args)
+        return self._mogrify(conn, query, args)
 
     async def executemany(self, query: str | bytes, args: Iterable[Any]) -> int | None:
         """Run *query* once per set of arguments; ``INSERT ... VALUES`` rows are
@@ -239,18 +418,31 @@ class AsyncPoolCursor(Generic[RowT]):
         total = 0
         if match is None:
             for item in batch:
-                await self._run(conn, self._mogrify(conn, query, item))
+                # Results the last statement left (a procedure's, several
+                # statements') are read first, as MySQLdb's execute() does.
+                conn = self._ready_now() or await self._ready()
+                await self._run(conn, await self._statement(conn, query, item))
+                total += self.rowcount
+        elif len(batch) <= LOOP_ROWS_MAX and not any(map(_large, batch)):
+            for statement in self._packed_inserts(conn, match, batch, self._mogrify):
+                await self._run(conn, statement)
                 total += self.rowcount
         else:
-            for statement in self._packed_inserts(conn, match, batch):
-                await self._run(conn, statement)
+            # Each statement built in a worker thread (see _mogrify_in_pieces).
+            statements = self._packed_inserts(conn, match, batch, _mogrify_in_pieces)
+            while built := await anyio.to_thread.run_sync(_next, statements):
+                await self._run(conn, built)
                 total += self.rowcount
         self.rowcount = total
         return total
 
+    @staticmethod
     def _packed_inserts(
-        self, conn: PooledConnection, match: re.Match[Any], batch: list[Any]
-    ) -> Iterable[bytes]:
+        conn: PooledConnection,
+        match: re.Match[Any],
+        batch: list[Any],
+        mogrify: Callable[[PooledConnection, bytes, Any], bytes],
+    ) -> Iterator[bytes]:
         def encoded(part: str | bytes) -> bytes:
             return part.encode(conn.encoding) if isinstance(part, str) else part
 
@@ -259,7 +451,7 @@ class AsyncPoolCursor(Generic[RowT]):
         postfix = encoded(match.group(3) or b"")
         statement = bytearray(prefix)
         for i, item in enumerate(batch):
-            row = self._mogrify(conn, values, item)
+            row = mogrify(conn, values, item)
             if i and len(statement) + len(row) + len(postfix) + 1 > MAX_STATEMENT:
                 yield bytes(statement + postfix)
                 statement = bytearray(prefix)
@@ -300,7 +492,6 @@ class AsyncPoolCursor(Generic[RowT]):
         except BaseException as exc:
             self._failed(conn, exc)
             raise
-        conn.pending = False
         self._set(answer)
         return True
 
@@ -327,11 +518,20 @@ class AsyncPoolCursor(Generic[RowT]):
             self._checked = True
             conn = await lease.acheck()
         if conn.more_results():
-            await lease.adrain(conn)
+            try:
+                await lease.adrain(conn)
+            except BaseException as exc:
+                # A later statement's error ended them: raised here, as by
+                # MySQLdb's execute(), the connection in step.
+                self._failed(conn, exc)
+                raise
         return conn
 
     async def _run(self, conn: PooledConnection, statement: bytes) -> int:
         """Run *statement*; its affected row count (set as ``rowcount``)."""
+        if self._lease is None:
+            # Made in a request, run after it: the connection is another's now.
+            raise CursorReleasedError(RELEASED_MESSAGE)
         if conn.pending:  # a cut-off statement: its answer would be read as ours
             raise _aio.in_progress()
         conn.start_statement()
@@ -349,6 +549,8 @@ class AsyncPoolCursor(Generic[RowT]):
                 fd = conn.fileno()
                 for _ in range(_aio.LOOKS):
                     await _aio.next_iteration()  # other tasks run meanwhile
+                    if not conn.open:  # closed meanwhile: fd may be another's
+                        raise closed_while_waiting()
                     size = peek(fd, buffer)
                     if size >= 0:
                         break
@@ -373,7 +575,7 @@ class AsyncPoolCursor(Generic[RowT]):
             if too_large is not None:
                 raise too_large from exc
             raise
-        conn.pending = False
+        # (The readers above cleared conn.pending once they had the answer.)
         self._executed = statement
         self._set(answer)
         return self.rowcount
@@ -385,7 +587,9 @@ class AsyncPoolCursor(Generic[RowT]):
                 conn.broken = True  # its session is gone: nothing to KILL
             else:
                 conn.pending = False  # the server answered: still in step
-        # Anything else (a cancellation) leaves it pending: closed, KILLed.
+        # Anything else leaves it pending (closed, KILLed) unless the answer
+        # was read first (the readers then cleared it): a cancellation
+        # mid-wait does, a converter's error does not.
 
     def _set(self, answer: _Answer) -> None:
         (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import select
 import time
@@ -50,6 +51,14 @@ _LOST_ERRNOS = frozenset({2006, 2013, 2055})
 # libmysqlclient retries, taking up to three times as long); allow for clocks.
 _TIMED_OUT = 0.99
 
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 RELEASED_MESSAGE = (
     "this cursor's connection went back to the pool when its request or task "
     "ended; use the cursor only inside it (for work after the response, use "
@@ -71,6 +80,19 @@ class SessionKiller(Protocol):
         self, conn: PooledConnection, timeout: float
     ) -> MySQLdb.OperationalError | None:
         """:meth:`_kill_after_timeout` without blocking the event loop."""
+
+
+def closed_while_waiting() -> MySQLdb.InterfaceError:
+    """The error of a statement whose connection was closed under it."""
+    return MySQLdb.InterfaceError(
+        0,
+        "the connection was closed while a statement waited for its answer: its "
+        "request or task ended first (was the statement not awaited?)",
+    )
+
+
+#: An event loop's wait for a connection's socket: (loop, fd, waiter).
+SelectorWait = tuple[asyncio.AbstractEventLoop, int, asyncio.Future[None]]
 
 
 class PooledConnection(Connection):
@@ -139,6 +161,9 @@ class PooledConnection(Connection):
     #: The status flags of the last answer read (no I/O; see _session).
     _server_status: Callable[[], int] = staticmethod(_session.no_status)
     _mysql: ctypes.c_void_p | None = None
+    #: The event loop's registration for this socket while a statement waits
+    #: on it (see _aio.wait_selector), which closing removes first.
+    selector_wait: SelectorWait | None = None
 
     if TYPE_CHECKING:  # the C methods relied on, typed (MySQLdb's stubs are not)
 
@@ -154,6 +179,8 @@ class PooledConnection(Connection):
         def insert_id(self) -> int: ...
         def warning_count(self) -> int: ...
         def literal(self, o: Any) -> bytes: ...
+        def get_character_set_info(self) -> dict[str, Any]: ...
+        def escape_string(self, s: bytes, /) -> bytes: ...
         def get_autocommit(self) -> bool: ...
         def thread_id(self) -> int: ...
 
@@ -327,6 +354,40 @@ class PooledConnection(Connection):
         else:
             self.used = True
 
+    def close(self) -> None:
+        """Close; a wait registered for the socket is removed first, and its
+        waiter woken with an error. Left registered, it would outlive the
+        socket: the next socket opened gets the same fd, and the loop's
+        selector, still holding the stale entry, never watches the new one
+        (an unawaited execute() hung the next request so)."""
+        wait = self.selector_wait
+        if wait is not None:
+            loop = wait[0]
+            if loop.is_closed():
+                self.selector_wait = None  # nothing looks at its selector again
+            elif _running_loop() is loop:
+                self.end_selector_wait(wait)
+            else:
+                # Only the loop may touch its selector: it closes the connection.
+                try:
+                    loop.call_soon_threadsafe(self.close)
+                except RuntimeError:  # closed meanwhile
+                    self.selector_wait = None
+                else:
+                    return
+        # Never read the status of a closed connection's MYSQL again.
+        self._server_status = _session.no_status
+        _close(self)
+
+    def end_selector_wait(self, wait: SelectorWait) -> None:
+        """Remove *wait*'s registration; its waiter, if still waiting, gets
+        :func:`closed_while_waiting`. (On *wait*'s loop.)"""
+        self.selector_wait = None
+        loop, fd, waiter = wait
+        loop.remove_reader(fd)
+        if not waiter.done():
+            waiter.set_exception(closed_while_waiting())
+
     def query(self, query: str | bytes | bytearray) -> None:
         # Every statement of a cursor ends here, and cfg's SET statements
         # (Connection.__init__, as str). Raw SQL from elsewhere is its own
@@ -387,11 +448,6 @@ class PooledConnection(Connection):
     def rollback(self) -> None:
         self.note_status()
         _rollback(self)
-
-    def close(self) -> None:
-        # Never read the status of a closed connection's MYSQL again.
-        self._server_status = _session.no_status
-        _close(self)
 
     def select_db(self, db: str) -> None:
         self.session_changed = True
