@@ -20,7 +20,8 @@ import MySQLdb
 import MySQLdb.cursors
 
 from . import _aio
-from ._connection import RELEASED_MESSAGE, PooledConnection, closed_while_waiting
+from ._connection import PooledConnection, closed_while_waiting
+from ._cursors import RELEASED_MESSAGE
 from ._errors import CursorReleasedError, is_connection_broken
 from ._socket import peek
 from ._wire import answer_complete

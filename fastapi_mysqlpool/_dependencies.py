@@ -12,8 +12,8 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from ._async_cursor import AsyncPoolCursor
-from ._connection import leased_cursor_class
 from ._context import pool_of
+from ._cursors import leased_cursor_class
 from ._lease import Lease
 from ._pool import Pool
 

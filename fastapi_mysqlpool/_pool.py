@@ -53,7 +53,8 @@ from ._config import (
     make_config,
     required_tls,
 )
-from ._connection import PooledConnection, leased_cursor_class
+from ._connection import PooledConnection
+from ._cursors import leased_cursor_class
 from ._errors import (
     BUSY_ERRNOS,
     LOGIN_ERRNOS,

@@ -18,7 +18,8 @@ import pytest
 from MySQLdb.constants import CLIENT
 
 from fastapi_mysqlpool import _session
-from fastapi_mysqlpool._connection import PooledConnection, leased_cursor_class
+from fastapi_mysqlpool._connection import PooledConnection
+from fastapi_mysqlpool._cursors import leased_cursor_class
 from fastapi_mysqlpool._socket import peek, readable_now
 from fastapi_mysqlpool._wire import answer_complete
 

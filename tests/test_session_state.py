@@ -32,7 +32,8 @@ from fastapi_mysqlpool import (
     get_pool,
     mysql_pool_lifespan,
 )
-from fastapi_mysqlpool._connection import PooledConnection, leased_cursor_class
+from fastapi_mysqlpool._connection import PooledConnection
+from fastapi_mysqlpool._cursors import leased_cursor_class
 from fastapi_mysqlpool._session import REPORTED, UNREPORTED, scan
 
 from .servers import Database, serve
