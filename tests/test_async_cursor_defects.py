@@ -283,7 +283,7 @@ async def test_values_escaped_in_pieces_arrive_intact(
             await cursor.execute(f"SELECT id, body, raw FROM {table} ORDER BY id")
             assert await cursor.fetchall() == values
             # How: the same escaped bytes as conn.literal() gives.
-            from fastapi_mysqlpool._async_cursor import (
+            from fastapi_mysqlpool._statements import (
                 _escape_in_pieces,
                 _piece_starts,
             )
