@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import MySQLdb.cursors
 from fastapi import Depends
@@ -15,12 +16,10 @@ from ._async_cursor import AsyncPoolCursor
 from ._context import pool_of
 from ._cursors import leased_cursor_class
 from ._lease import Lease
-from ._pool import Pool
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
-_TupleCursor = leased_cursor_class(MySQLdb.cursors.Cursor)
-_DictCursor = leased_cursor_class(MySQLdb.cursors.DictCursor)
+CursorT = TypeVar("CursorT")
 
 # FastAPI (>= 0.121, where Depends(scope="function") appeared) unwinds this exit
 # stack after the route returns and before the response is sent: a lease ended
@@ -30,34 +29,6 @@ _DictCursor = leased_cursor_class(MySQLdb.cursors.DictCursor)
 # with scope="function", also spares FastAPI's generator machinery on every
 # request; tests/test_fastapi_internals.py pins the key.
 _FUNCTION_STACK = "fastapi_function_astack"
-
-
-def _request_pool(request: HTTPConnection) -> tuple[Pool, AsyncExitStack]:
-    try:
-        stack: AsyncExitStack = request.scope[_FUNCTION_STACK]
-    except KeyError:
-        raise RuntimeError(
-            "fastapi_mysqlpool's dependencies need FastAPI >= 0.121 "
-            "(function-scoped dependencies)"
-        ) from None
-    return pool_of(request), stack
-
-
-# Each dependency below borrows with `pool.take_idle() or await
-# pool._aacquire(...)`, written out rather than in a helper coroutine (one
-# less per request). The connection is lent unchecked: the check runs before
-# the first statement, where it costs least (see Lease). Borrowing never
-# blocks the event loop.
-
-
-def _lend(stack: AsyncExitStack, pool: Pool, conn: Any, make: Any, *args: Any) -> Any:
-    try:
-        lease: Lease = make(pool, conn, *args)
-        stack.push_async_exit(lease)
-    except BaseException:
-        pool._checkin(conn, reusable=False)
-        raise
-    return lease.cursor
 
 
 # Endpoint -> whether it is an async def route (checked once per endpoint).
@@ -83,7 +54,61 @@ def _warn_if_blocking(request: HTTPConnection) -> None:
             )
 
 
-async def get_cursor(request: HTTPConnection) -> MySQLdb.cursors.Cursor:
+def _cursor_dependency(
+    name: str,
+    returns: type[CursorT],
+    doc: str,
+    *,
+    cursor_class: type[MySQLdb.cursors.BaseCursor] | None = None,
+    dict_rows: bool = False,
+) -> Callable[[HTTPConnection], Coroutine[Any, Any, CursorT]]:
+    """The dependency *name* (documented by *doc*), which lends each request
+    a cursor: of *cursor_class* (a MySQLdb one, blocking), or without one an
+    :class:`AsyncPoolCursor` (rows as dicts if *dict_rows*)."""
+
+    # A closure, not a helper called per request: a dependency's cost is paid
+    # by every request. FastAPI reads its signature once.
+    async def dependency(request: HTTPConnection) -> Any:
+        if cursor_class is not None:
+            _warn_if_blocking(request)
+        try:
+            stack: AsyncExitStack = request.scope[_FUNCTION_STACK]
+        except KeyError:
+            raise RuntimeError(
+                "fastapi_mysqlpool's dependencies need FastAPI >= 0.121 "
+                "(function-scoped dependencies)"
+            ) from None
+        pool = pool_of(request)
+        # Written out rather than in a helper coroutine (one less per
+        # request). Lent unchecked: the check runs before the first
+        # statement, where it costs least (see Lease). Never blocks the loop.
+        conn = pool.take_idle() or await pool._aacquire(
+            pool.acquire_timeout, check=False
+        )
+        try:
+            if cursor_class is None:
+                lease = Lease.of_async_cursor(
+                    pool, conn, dict_rows=dict_rows, checked=False
+                )
+            else:
+                lease = Lease.of_cursor(
+                    pool, conn, cursor_class=cursor_class, checked=False
+                )
+            stack.push_async_exit(lease)
+        except BaseException:
+            pool._checkin(conn, reusable=False)
+            raise
+        return lease.cursor
+
+    dependency.__name__ = dependency.__qualname__ = name
+    dependency.__doc__ = doc
+    dependency.__annotations__["return"] = returns
+    return dependency
+
+
+get_cursor = _cursor_dependency(
+    "get_cursor",
+    MySQLdb.cursors.Cursor,
     """A cursor on a connection dedicated to this request (rows as tuples).
 
     The transaction commits after the route returns, before the response is
@@ -92,40 +117,31 @@ async def get_cursor(request: HTTPConnection) -> MySQLdb.cursors.Cursor:
     further use. Its queries block the calling thread: for ``def`` routes (in
     ``async def`` routes, use :func:`get_async_cursor`). In a websocket
     endpoint, the transaction lasts until the endpoint returns.
-    """
-    _warn_if_blocking(request)
-    pool, stack = _request_pool(request)
-    conn = pool.take_idle() or await pool._aacquire(pool.acquire_timeout, check=False)
-    return _lend(stack, pool, conn, Lease.of_cursor, _TupleCursor, False)  # type: ignore[no-any-return]
-
-
-async def get_dict_cursor(request: HTTPConnection) -> MySQLdb.cursors.DictCursor:
-    """:func:`get_cursor` with rows as dicts."""
-    _warn_if_blocking(request)
-    pool, stack = _request_pool(request)
-    conn = pool.take_idle() or await pool._aacquire(pool.acquire_timeout, check=False)
-    return _lend(stack, pool, conn, Lease.of_cursor, _DictCursor, False)  # type: ignore[no-any-return]
-
-
-async def get_async_cursor(request: HTTPConnection) -> AsyncPoolCursor[tuple[Any, ...]]:
+    """,
+    cursor_class=leased_cursor_class(MySQLdb.cursors.Cursor),
+)
+get_dict_cursor = _cursor_dependency(
+    "get_dict_cursor",
+    MySQLdb.cursors.DictCursor,
+    """:func:`get_cursor` with rows as dicts.""",
+    cursor_class=leased_cursor_class(MySQLdb.cursors.DictCursor),
+)
+get_async_cursor = _cursor_dependency(
+    "get_async_cursor",
+    AsyncPoolCursor[tuple[Any, ...]],
     """An async cursor for ``async def`` routes (rows as tuples).
 
     ``await cursor.execute(...)``, ``await cursor.fetchone()``... never block the
     event loop and need no worker thread. Same contract as :func:`get_cursor`:
     commit before the response, rollback on any exception, unusable after.
-    """
-    pool, stack = _request_pool(request)
-    conn = pool.take_idle() or await pool._aacquire(pool.acquire_timeout, check=False)
-    return _lend(stack, pool, conn, Lease.of_async_cursor, False, False)  # type: ignore[no-any-return]
-
-
-async def get_async_dict_cursor(
-    request: HTTPConnection,
-) -> AsyncPoolCursor[dict[str, Any]]:
-    """:func:`get_async_cursor` with rows as dicts."""
-    pool, stack = _request_pool(request)
-    conn = pool.take_idle() or await pool._aacquire(pool.acquire_timeout, check=False)
-    return _lend(stack, pool, conn, Lease.of_async_cursor, True, False)  # type: ignore[no-any-return]
+    """,
+)
+get_async_dict_cursor = _cursor_dependency(
+    "get_async_dict_cursor",
+    AsyncPoolCursor[dict[str, Any]],
+    """:func:`get_async_cursor` with rows as dicts.""",
+    dict_rows=True,
+)
 
 
 #: ``def route(cursor: Cursor)``: the typed form of ``Depends(get_cursor)``.

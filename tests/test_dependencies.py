@@ -4,6 +4,7 @@ a connection of its own, and a cursor that refuses use after release."""
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import threading
 from typing import Any
@@ -12,11 +13,15 @@ import pytest
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
+import fastapi_mysqlpool
 from fastapi_mysqlpool import (
     AsyncCursor,
+    AsyncDictCursor,
     Cursor,
     CursorReleasedError,
     DictCursor,
+    get_async_cursor,
+    get_async_dict_cursor,
     get_cursor,
     get_dict_cursor,
     get_pool,
@@ -285,3 +290,37 @@ def test_a_request_leaves_no_reference_cycle_behind(db: Database) -> None:
             gc.set_debug(0)
             gc.garbage.clear()
     assert left == []
+
+
+@pytest.mark.parametrize(
+    ("dependency", "alias"),
+    [
+        (get_cursor, Cursor),
+        (get_dict_cursor, DictCursor),
+        (get_async_cursor, AsyncCursor),
+        (get_async_dict_cursor, AsyncDictCursor),
+    ],
+)
+def test_each_dependency_is_a_documented_function_an_app_can_override(
+    dependency: Any, alias: Any
+) -> None:
+    assert getattr(fastapi_mysqlpool, dependency.__name__) is dependency
+    assert inspect.iscoroutinefunction(dependency)
+    assert dependency.__doc__
+    assert list(inspect.signature(dependency).parameters) == ["request"]
+    app = FastAPI()  # no pool: the override must stand in for it entirely
+
+    @app.get("/depends")
+    def with_depends(cursor: Any = Depends(dependency)) -> Any:
+        return cursor
+
+    def with_alias(cursor: Any) -> Any:
+        return cursor
+
+    with_alias.__annotations__["cursor"] = alias  # the alias itself, not its name
+    app.get("/alias")(with_alias)
+
+    app.dependency_overrides[dependency] = lambda: "stand-in"
+    with TestClient(app) as client:
+        assert client.get("/depends").json() == "stand-in"
+        assert client.get("/alias").json() == "stand-in"
