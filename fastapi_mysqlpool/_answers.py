@@ -1,5 +1,6 @@
-"""Reading a statement's answer: on the event loop when all of it is here and
-small (see _async_cursor), else in a worker thread."""
+"""Reading a statement's answer for :class:`AsyncPoolCursor`: on the event
+loop when all of it is here and small (see ``AsyncPoolCursor._run``), else in
+a worker thread. *how* is fetch_row()'s: rows as tuples (0) or dicts (1)."""
 
 from __future__ import annotations
 
@@ -99,9 +100,6 @@ def describe(result: Any) -> tuple[tuple[Any, ...], ...]:
     SSCursor), and a large answer is streamed.
     """
     return tuple((d[0], d[1], None, *d[3:]) for d in result.describe())
-
-
-# *how* is fetch_row()'s: rows as tuples (0) or dicts (1).
 
 
 def read_query_answer(conn: PooledConnection, how: int) -> Answer:
