@@ -45,6 +45,7 @@ import anyio.to_thread
 import MySQLdb
 from mysqlclient_pool import ConnectionPool
 from MySQLdb.cursors import BaseCursor, Cursor
+from typing_extensions import Unpack
 
 from . import _aio
 from ._config import (
@@ -67,17 +68,16 @@ from ._errors import (
     server_answered,
 )
 from ._lease import AsyncLease, Lease
+from ._options import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    PoolLimits,
+    PoolOptions,
+    Settings,
+    default_max_size,
+)
 
 logger = logging.getLogger("fastapi_mysqlpool")
-
-DEFAULT_SIZE: Final = 10
-DEFAULT_TIMEOUT: Final = 5.0
-DEFAULT_ACQUIRE_TIMEOUT: Final = 3.0
-DEFAULT_MAX_LIFETIME: Final = 30 * 60.0
-DEFAULT_MAX_IDLE: Final = 10 * 60.0
-DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
-#: anyio's default number of worker threads, the ceiling on concurrent sync routes.
-DEFAULT_THREAD_TOKENS: Final = 40
 
 #: Idle for longer than this, a connection gets a round trip before use (HikariCP:
 #: 500 ms); a peer that vanished without closing the socket shows no other sign.
@@ -140,23 +140,14 @@ class PoolStats:
     wait_time: float
 
 
-def default_max_size(size: int) -> int:
-    """At least *size*; by default as many as the worker threads of sync routes."""
-    try:
-        tokens = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
-    except Exception:  # no event loop running: anyio's default
-        tokens = DEFAULT_THREAD_TOKENS
-    return max(size, tokens)
-
-
 class Pool(ConnectionPool):
     """A bounded, self-healing pool of ``MySQLdb`` connections.
 
     ``config``, ``size``, ``timeout`` and ``fillup`` mean what they mean in
-    mysqlclient-pool (``size`` connections are kept open, 10 by default or
-    ``max_size`` if lower; ``fillup`` opens them at once, retrying for up to
-    ``timeout`` seconds). ``fetch()`` lends a cursor
-    as it does there. The keyword-only arguments are this library's additions.
+    mysqlclient-pool; ``fetch()`` lends a cursor as it does there. The
+    keyword-only options are this library's additions; every option is
+    described in :class:`PoolOptions`. With ``open=False``, :meth:`open`
+    (or :meth:`aopen`) starts the pool.
     """
 
     def __init__(
@@ -166,33 +157,23 @@ class Pool(ConnectionPool):
         timeout: float = DEFAULT_TIMEOUT,
         fillup: bool = True,
         *,
-        max_size: int | None = None,
-        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
-        max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
-        max_idle: float = DEFAULT_MAX_IDLE,
         open: bool = True,
+        **limits: Unpack[PoolLimits],
     ) -> None:
-        self.check_options(
-            size=size,
-            timeout=timeout,
-            max_size=max_size,
-            acquire_timeout=acquire_timeout,
-            max_lifetime=max_lifetime,
-            max_idle=max_idle,
-        )
-        if size is None:
-            size = DEFAULT_SIZE if max_size is None else min(DEFAULT_SIZE, max_size)
-        if max_size is None:
-            max_size = default_max_size(size)
+        options: PoolOptions = {"size": size, "timeout": timeout, "fillup": fillup}
+        self.settings = settings = Settings.of({**options, **limits})
         # The base would fill up here, blocking and unbounded: open() does it.
-        super().__init__(make_config(config), size=size, timeout=0, fillup=False)
+        # (A ConnectConfig is made already: by the lifespan.)
+        if not isinstance(config, ConnectConfig):
+            config = make_config(config)
+        super().__init__(config, size=settings.size, timeout=0, fillup=False)
         self.config: ConnectConfig
-        self.max_size = max_size
-        self.timeout = timeout
-        self.acquire_timeout = acquire_timeout
-        self.max_lifetime = max_lifetime
-        self.max_idle = max_idle
-        self.fillup = fillup
+        self.max_size = settings.max_size or default_max_size(settings.size)
+        self.timeout = settings.timeout
+        self.acquire_timeout = settings.acquire_timeout
+        self.max_lifetime = settings.max_lifetime
+        self.max_idle = settings.max_idle
+        self.fillup = settings.fillup
         self._required_tls = required_tls(self.config)
 
         self._lock = threading.Lock()
@@ -230,45 +211,6 @@ class Pool(ConnectionPool):
         self._wait_time = 0.0
         if open:
             self.open()
-
-    @staticmethod
-    def check_options(
-        *,
-        size: int | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        fillup: bool = True,
-        max_size: int | None = None,
-        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
-        max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
-        max_idle: float = DEFAULT_MAX_IDLE,
-    ) -> None:
-        """Raise ``ValueError`` for an option out of range or of the wrong type.
-
-        Counts are ints (a bool is not one); times are real numbers, never
-        NaN, which compares false with everything and would disable a limit.
-        """
-        _check_count("size", size, 0)
-        _check_count("max_size", max_size, 1)
-        if max_size is not None and size is not None and max_size < size:
-            raise ValueError(f"max_size ({max_size}) must be >= size ({size})")
-        _check_time("timeout", timeout)
-        if not 0 <= timeout < math.inf:
-            raise ValueError(f"timeout must be >= 0 and finite, got {timeout}")
-        _check_time("acquire_timeout", acquire_timeout)
-        if not 0 < acquire_timeout < math.inf:
-            raise ValueError(
-                f"acquire_timeout must be > 0 and finite, got {acquire_timeout}"
-            )
-        # Infinite lifetimes and idle times make sense: never retire.
-        if max_lifetime is not None:
-            _check_time("max_lifetime", max_lifetime)
-            if max_lifetime <= 0:
-                raise ValueError(
-                    f"max_lifetime must be > 0 or None, got {max_lifetime}"
-                )
-        _check_time("max_idle", max_idle)
-        if max_idle <= 0:
-            raise ValueError(f"max_idle must be > 0, got {max_idle}")
 
     def _set_max_size(self, max_size: int) -> None:
         """Change the cap of a running pool: callers queued get the slots it
@@ -1253,24 +1195,6 @@ class Pool(ConnectionPool):
                 timeouts=self._timeouts,
                 wait_time=self._wait_time,
             )
-
-
-def _check_count(name: str, value: object, minimum: int) -> None:
-    """None (the default) or an int, not a bool, not a float."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_time(name: str, value: object) -> None:
-    """Seconds: an int or a float, not a bool, not NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must be a number of seconds, got nan")
 
 
 def _keepalive_after(conn: PooledConnection) -> float:
