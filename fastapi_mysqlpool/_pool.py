@@ -48,6 +48,7 @@ from MySQLdb.cursors import BaseCursor, Cursor
 from typing_extensions import Unpack
 
 from . import _aio
+from ._backoff import Backoff
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT,
     ConnectConfig,
@@ -99,6 +100,7 @@ KILL_WAIT: Final = 5.0
 _LIFETIME_JITTER = 0.025  # as HikariCP: spread the retirements of a batch
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 0.5  # the pool notices a server that came back within this
+_BACKOFF_JITTER = 0.2
 # The housekeeper looks at idle connections at least this often, so a server
 # restart is noticed (and the pool refilled) without waiting for traffic.
 _HOUSEKEEPER_MAX_SLEEP = 1.0
@@ -191,10 +193,12 @@ class Pool(ConnectionPool):
         # Server sessions (id, client address) of connections closed
         # mid-query, to KILL.
         self._doomed: list[tuple[int, str | None]] = []
-        self._down_until = 0.0
-        self._backoff = 0.0
-        self._refill_retry_at = 0.0
-        self._refill_delay = 0.0
+        # While the server is down or refuses us, callers fail fast until
+        # this is due; a refill that failed waits for the other.
+        self._connect_backoff = Backoff(
+            _BACKOFF_FIRST, _BACKOFF_MAX, jitter=_BACKOFF_JITTER
+        )
+        self._refill_backoff = Backoff(_REFILL_RETRY_FIRST, _REFILL_RETRY_MAX)
         self._last_error: str | None = None
         self._housekeeper: threading.Thread | None = None
         self._connector = concurrent.futures.ThreadPoolExecutor(
@@ -399,8 +403,7 @@ class Pool(ConnectionPool):
         )
         with self._lock:
             self._opened += 1
-            self._backoff = 0.0
-            self._down_until = 0.0
+            self._connect_backoff.succeeded()
             self._last_error = None
         return conn
 
@@ -414,9 +417,7 @@ class Pool(ConnectionPool):
             if errno not in BUSY_ERRNOS:
                 # Down or refusing us: back off so callers fail fast instead of
                 # all waiting on a server that cannot answer.
-                self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_FIRST)
-                jitter = random.uniform(0.8, 1.0)  # noqa: S311
-                self._down_until = time.monotonic() + self._backoff * jitter
+                self._connect_backoff.failed(time.monotonic())
         if errno in BUSY_ERRNOS:
             return _with_message(
                 BusyError(), f"{self.config.target} refused a connection: {reason}"
@@ -429,13 +430,13 @@ class Pool(ConnectionPool):
         return _with_message(
             DrainedError(),
             f"{self.config.target} is unavailable ({self._last_error}); "
-            f"next attempt in {self._down_until - now:.2f} s",
+            f"next attempt in {self._connect_backoff.until - now:.2f} s",
         )
 
     def _fill(self, timeout: float) -> None:
         """Open connections up to ``size``, retrying until *timeout* passes."""
         deadline = time.monotonic() + timeout
-        delay = _BACKOFF_FIRST
+        backoff = Backoff(_BACKOFF_FIRST, _BACKOFF_MAX)
         while True:
             with self._lock:
                 if self._closing:
@@ -452,6 +453,7 @@ class Pool(ConnectionPool):
                 if not isinstance(exc, ConnectionError):
                     raise  # not the server: a bad argument in cfg, say
                 cause = exc.__cause__ or exc
+                delay = backoff.next_delay()
                 if (
                     errno_of(cause) in LOGIN_ERRNOS
                     or time.monotonic() + delay >= deadline
@@ -461,7 +463,6 @@ class Pool(ConnectionPool):
                         f"{self.config.target} within {timeout:g} s: {_describe(cause)}"
                     ) from None
                 time.sleep(delay)
-                delay = min(_BACKOFF_MAX, delay * 2)
                 continue
             with self._lock:
                 self._opening -= 1
@@ -511,7 +512,7 @@ class Pool(ConnectionPool):
                 if not self._handoff_locked(_SLOT):
                     self._opening -= 1
             if not self._waiters:
-                if now < self._down_until:
+                if self._connect_backoff.waiting(now):
                     raise self._unavailable_locked(now)
                 self._opening += 1
                 return _SLOT
@@ -616,7 +617,7 @@ class Pool(ConnectionPool):
         """Open a connection into a slot the caller reserved, for the caller."""
         with self._lock:
             now = time.monotonic()
-            if now < self._down_until:
+            if self._connect_backoff.waiting(now):
                 # A slot handed over while the server is down: fail fast too.
                 error = self._unavailable_locked(now)
                 self._opening -= 1
@@ -959,7 +960,7 @@ class Pool(ConnectionPool):
             retire, check = self._sort_idle_locked(now)
             doomed = list(self._doomed)
             refill = 0
-            if now >= max(self._down_until, self._refill_retry_at):
+            if now >= self._refill_due_locked():
                 refill = max(0, self.size - self._total_locked())
                 self._opening += refill
             if not (retire or check or refill or doomed):
@@ -997,15 +998,17 @@ class Pool(ConnectionPool):
                 for _ in range(slots - opened):
                     self._opening -= 1
                     self._slot_freed_locked()
-                self._refill_delay = min(
-                    _REFILL_RETRY_MAX, self._refill_delay * 2 or _REFILL_RETRY_FIRST
-                )
-                self._refill_retry_at = time.monotonic() + self._refill_delay
+                self._refill_backoff.failed(time.monotonic())
             if not isinstance(exc, ConnectionError):
                 raise
         else:
             with self._lock:
-                self._refill_delay = 0.0
+                self._refill_backoff.succeeded()
+
+    def _refill_due_locked(self) -> float:
+        """When a refill may next try: not while callers fail fast, nor before
+        the wait after a failed refill."""
+        return max(self._connect_backoff.until, self._refill_backoff.until)
 
     def _sort_idle_locked(
         self, now: float
@@ -1162,7 +1165,7 @@ class Pool(ConnectionPool):
     def _next_deadline_locked(self, now: float) -> float:
         deadline = now + _HOUSEKEEPER_MAX_SLEEP
         if self._total_locked() < self.size:
-            deadline = min(deadline, max(self._down_until, self._refill_retry_at))
+            deadline = min(deadline, self._refill_due_locked())
         # max_idle only retires connections beyond size: counting it for the
         # others would wake the housekeeper in a loop once they idle that long.
         surplus = self._total_locked() > self.size
