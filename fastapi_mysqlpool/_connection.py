@@ -7,7 +7,7 @@ import ctypes
 import select
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 import MySQLdb
 from MySQLdb.connections import Connection
@@ -42,6 +42,13 @@ _next_result: Callable[[Any], int] = Connection.next_result
 _commit: Callable[[Any], None] = Connection.commit
 _rollback: Callable[[Any], None] = Connection.rollback
 _close: Callable[[Any], None] = Connection.close
+
+#: Idle for longer than this, a connection gets a round trip before use (HikariCP:
+#: 500 ms); a peer that vanished without closing the socket shows no other sign.
+CHECK_IDLE_AFTER: Final = 0.5
+#: How long a check of a connection (a round trip) may take before the
+#: connection counts as dead: the C client's own ping has no limit.
+CHECK_TIMEOUT: Final = 5.0
 
 #: CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED.
 _LOST_ERRNOS = frozenset({2006, 2013, 2055})
@@ -495,6 +502,38 @@ class PooledConnection(Connection):
             buffer = self._peek_buffer = ctypes.create_string_buffer(size)
         return buffer
 
+    # -- health: is this connection usable? --------------------------------------
+
+    def stale(self, now: float) -> bool:
+        """Past its lifetime, or idle so long that the server surely dropped it
+        (``wait_timeout``): close it, unchecked."""
+        return now >= self.expires_at or now - self.alive_at >= self.wait_timeout
+
+    def alive_at_a_glance(self, now: float) -> bool | None:
+        """The check before use, short of a round trip: False if the server
+        closed the connection, True if it was in use too recently to need a
+        round trip, None if it needs one (:meth:`ping_within`)."""
+        if self.looks_dead():
+            return False
+        if now - self.alive_at <= CHECK_IDLE_AFTER:
+            return True
+        return None
+
+    def check_alive(self, now: float) -> bool:
+        """The check before use, with a round trip if a glance cannot tell
+        (blocking: for threads)."""
+        alive = self.alive_at_a_glance(now)
+        return self.ping_within(CHECK_TIMEOUT) if alive is None else alive
+
+    def in_step_after(self, exc: BaseException) -> bool:
+        """True if *exc* is the server's answer (an error it sent: a user's
+        query limit, a KILL QUERY): then no answer is pending, the connection
+        is in step with the server. False if the answer may never have come."""
+        if server_answered(exc):
+            self.pending = False
+            return True
+        return False
+
     def ping_within(self, timeout: float) -> bool:
         """A round trip that must answer within *timeout* seconds (blocking:
         for threads). The C client's ping has no limit of its own: a peer gone
@@ -508,10 +547,7 @@ class PooledConnection(Connection):
                 return False  # still pending: closed by the pool, not reused
             self.read_query_result()
         except MySQLdb.Error as exc:
-            if not server_answered(exc):
-                return False
-            # An error answered (a user's query limit, a KILL QUERY): alive,
-            # and in step with the server.
+            return self.in_step_after(exc)  # an error answered: alive
         except Exception:
             return False
         self.pending = False

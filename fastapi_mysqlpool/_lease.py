@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -16,7 +17,7 @@ from MySQLdb.cursors import BaseCursor
 from . import _aio
 from ._async_cursor import AsyncPoolCursor
 from ._connection import PooledConnection
-from ._errors import is_connection_broken, server_answered
+from ._errors import is_connection_broken
 
 if TYPE_CHECKING:
     from ._pool import Pool
@@ -73,7 +74,7 @@ class Lease:
     def check(self) -> None:
         """Check the connection (blocking: in the first statement's thread)."""
         conn = self.conn
-        if conn is None or conn.used or self.pool._alive(conn):
+        if conn is None or conn.used or conn.check_alive(time.monotonic()):
             return
         self._discard_dead(conn)
         replacement = self.pool._acquire(self.pool.acquire_timeout)
@@ -84,7 +85,7 @@ class Lease:
         """The connection, if a glance proves it alive (no round trip, nothing
         to await: the usual case); else None, and :meth:`acheck` must run."""
         conn = self.conn
-        if conn is not None and (conn.used or self.pool._alive_at_a_glance(conn)):
+        if conn is not None and (conn.used or conn.alive_at_a_glance(time.monotonic())):
             return conn
         return None
 
@@ -92,7 +93,7 @@ class Lease:
         """Check the connection without blocking the loop; the one to use."""
         conn = self.conn
         assert conn is not None
-        if conn.used or await self.pool._aalive(conn):  # a glance, a round trip
+        if conn.used or await _aio.check_alive(conn):  # a glance, a round trip
             return conn
         self._discard_dead(conn)
         replacement = await self.pool._aacquire(self.pool.acquire_timeout)
@@ -191,8 +192,7 @@ class Lease:
                 # left) with nothing to KILL. A cancellation that came while
                 # the answer was awaited, after it was read, leaves a
                 # connection to reuse.
-                if server_answered(error):
-                    conn.pending = False
+                conn.in_step_after(error)
                 reusable = not conn.pending and not isinstance(error, MySQLdb.Error)
                 self.pool._checkin(conn, reusable=reusable)
                 raise
@@ -222,8 +222,7 @@ class Lease:
                         # reused. If the server answered, it is in step:
                         # nothing to KILL.
                         reusable = False
-                        if server_answered(exc):
-                            conn.pending = False
+                        conn.in_step_after(exc)
         finally:
             # A cut-off rollback leaves conn.pending set: closed and KILLed.
             self.pool._checkin(conn, reusable=reusable)

@@ -55,7 +55,7 @@ from ._config import (
     make_config,
     required_tls,
 )
-from ._connection import PooledConnection, leased_cursor_class
+from ._connection import CHECK_TIMEOUT, PooledConnection, leased_cursor_class
 from ._errors import (
     BUSY_ERRNOS,
     LOGIN_ERRNOS,
@@ -66,7 +66,6 @@ from ._errors import (
     PoolTimeout,
     QueryTimeout,
     errno_of,
-    server_answered,
 )
 from ._lease import AsyncLease, Lease
 from ._options import (
@@ -80,12 +79,6 @@ from ._options import (
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
-#: Idle for longer than this, a connection gets a round trip before use (HikariCP:
-#: 500 ms); a peer that vanished without closing the socket shows no other sign.
-CHECK_IDLE_AFTER: Final = 0.5
-#: How long a check of a connection (a round trip) may take before the
-#: connection counts as dead: the C client's own ping has no limit.
-CHECK_TIMEOUT: Final = 5.0
 #: Idle connections are pinged this often, so no firewall or server drops them.
 KEEPALIVE_INTERVAL: Final = 120.0
 #: Threads that open connections for the event loop (and KILL the sessions of
@@ -498,7 +491,7 @@ class Pool(ConnectionPool):
             self._requests += 1
         while self._idle:
             conn = self._idle.pop()
-            if now >= conn.expires_at or now - conn.alive_at >= conn.wait_timeout:
+            if conn.stale(now):
                 self._closed_count += 1
                 stale.append(conn)
                 continue
@@ -535,25 +528,9 @@ class Pool(ConnectionPool):
             if got is _SLOT:
                 return self._open_for_caller()
             assert isinstance(got, PooledConnection)
-            if self._alive(got):
+            if got.check_alive(time.monotonic()):
                 return got
             self._checkin(got, reusable=False, failed=True)
-
-    @staticmethod
-    def _alive_at_a_glance(conn: PooledConnection) -> bool | None:
-        """The check before use, short of a round trip: False if the server
-        closed the connection, True if it was in use too recently to need a
-        round trip, None if it needs one."""
-        if conn.looks_dead():
-            return False
-        if time.monotonic() - conn.alive_at <= CHECK_IDLE_AFTER:
-            return True
-        return None
-
-    def _alive(self, conn: PooledConnection) -> bool:
-        """Check an idle connection before use (blocking: for threads)."""
-        alive = self._alive_at_a_glance(conn)
-        return conn.ping_within(CHECK_TIMEOUT) if alive is None else alive
 
     def take_idle(self) -> PooledConnection | None:
         """Borrowing's fast path, for the event loop: an idle connection, unchecked
@@ -563,27 +540,13 @@ class Pool(ConnectionPool):
             if self._closing or not self._idle:
                 return None
             conn = self._idle[-1]
+            # conn.stale(now), written out: the hot path.
             if now >= conn.expires_at or now - conn.alive_at >= conn.wait_timeout:
                 return None
             self._idle.pop()
             self._in_use += 1
             self._requests += 1
         return conn
-
-    async def _aalive(self, conn: PooledConnection) -> bool:
-        """:meth:`_alive` without blocking the loop."""
-        alive = self._alive_at_a_glance(conn)
-        if alive is not None:
-            return alive
-        try:
-            await _aio.ping(conn, CHECK_TIMEOUT)
-        except MySQLdb.Error as exc:  # a timeout included (see _aio.lost)
-            if not server_answered(exc):
-                return False
-            # An error answered (a user's query limit, a KILL QUERY): alive,
-            # and in step with the server.
-            conn.pending = False
-        return True
 
     async def _aacquire(self, timeout: float, check: bool = True) -> PooledConnection:
         """Borrow a connection without blocking the event loop.
@@ -606,7 +569,7 @@ class Pool(ConnectionPool):
                 return await self._aopen_for_caller(deadline, timeout)
             assert isinstance(got, PooledConnection)
             try:
-                if not check or await self._aalive(got):
+                if not check or await _aio.check_alive(got):
                     return got
             except BaseException:  # cancelled mid-ping
                 self._checkin(got, reusable=False)
@@ -1021,19 +984,16 @@ class Pool(ConnectionPool):
         for conn in self._idle:  # longest unused first
             # Pings keep a session alive, but do not make it used: max_idle
             # counts from its last caller, the rest from its last answer.
-            silent_for = now - conn.alive_at
             if conn.looks_dead():
                 self._errors += 1
                 retire.append(conn)
                 surplus -= 1
-            elif (
-                now >= conn.expires_at
-                or silent_for >= conn.wait_timeout
-                or (surplus > 0 and now - conn.returned_at >= self.max_idle)
+            elif conn.stale(now) or (
+                surplus > 0 and now - conn.returned_at >= self.max_idle
             ):
                 retire.append(conn)
                 surplus -= 1
-            elif silent_for >= _keepalive_after(conn):
+            elif now - conn.alive_at >= _keepalive_after(conn):
                 check.append(conn)
             else:
                 keep.append(conn)

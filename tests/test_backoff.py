@@ -15,7 +15,8 @@ def test_a_success_starts_again_from_first() -> None:
     backoff = Backoff(0.1, 2.0)
     assert backoff.failed(10.0) == 10.1
     assert backoff.failed(20.0) == 20.2
-    assert backoff.waiting(20.1) and not backoff.waiting(20.2)
+    assert backoff.waiting(20.1)
+    assert not backoff.waiting(20.2)
     backoff.succeeded()
     assert (backoff.delay, backoff.until) == (0.0, 0.0)
     assert not backoff.waiting(0.0)

@@ -23,6 +23,7 @@ from fastapi_mysqlpool import (
     Cursor,
     Pool,
     PoolTimeout,
+    _connection,
     _pool,
     get_pool,
     mysql_pool_lifespan,
@@ -415,7 +416,7 @@ def test_a_server_error_answering_the_check_kills_nothing(
     """The user's max_queries_per_hour runs out: the check before use (DO 1)
     gets error 1226, an answer. The connection is alive and in step: no
     KILL, no replacement to open (which the limit would refuse too)."""
-    monkeypatch.setattr(_pool, "CHECK_IDLE_AFTER", 0.0)  # a check before each use
+    monkeypatch.setattr(_connection, "CHECK_IDLE_AFTER", 0.0)  # a check before each use
     db.query(f"ALTER USER '{db.user}'@'%' WITH MAX_QUERIES_PER_HOUR 1000")
     app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=0, max_size=1))
 
