@@ -101,7 +101,7 @@ async def timed_out(
     error = lost(conn, timeout)
     killer = conn.killer
     if killer is not None and timeout is not None and conn.used:
-        return await killer._akill_after_timeout(conn, timeout) or error
+        return await killer.akill_after_timeout(conn, timeout) or error
     return error
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 import MySQLdb
@@ -76,17 +77,27 @@ RELEASED_MESSAGE = (
 class SessionKiller(Protocol):
     """What a connection needs of its pool after a read timeout."""
 
-    def _kill_after_timeout(
+    def kill_after_timeout(
         self, conn: PooledConnection, timeout: float
     ) -> MySQLdb.OperationalError | None:
         """KILL *conn*'s session, if the server can be reached and the session
         is still there, and wait until it is gone (blocking). The error to
         raise then (:class:`QueryTimeout`); None if nothing was killed."""
 
-    async def _akill_after_timeout(
+    async def akill_after_timeout(
         self, conn: PooledConnection, timeout: float
     ) -> MySQLdb.OperationalError | None:
-        """:meth:`_kill_after_timeout` without blocking the event loop."""
+        """:meth:`kill_after_timeout` without blocking the event loop."""
+
+
+def close_quietly(conn: Connection) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def close_all(conns: Iterable[Connection]) -> None:
+    for conn in conns:
+        close_quietly(conn)
 
 
 def closed_while_waiting() -> MySQLdb.InterfaceError:
@@ -435,7 +446,7 @@ class PooledConnection(Connection):
             ):
                 raise
             self.broken = True
-            error = killer._kill_after_timeout(self, timeout)
+            error = killer.kill_after_timeout(self, timeout)
             if error is None:
                 raise
             raise error from exc

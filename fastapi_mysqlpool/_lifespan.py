@@ -101,7 +101,7 @@ def mysql_pool_lifespan(
                 if follow_thread_limit:
                     # The default follows the worker-thread limit, which the
                     # app's own startup may have just raised (or lowered).
-                    pool._set_max_size(default_max_size(pool.size))
+                    pool.set_max_size(default_max_size(pool.size))
                 logger.info("MySQL pool ready: %r", pool)
                 yield state
         finally:
