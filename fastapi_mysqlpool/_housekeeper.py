@@ -1,5 +1,6 @@
 """The pool's maintenance thread: refill, keepalive, retirement, resets of
-changed sessions, KILLs of abandoned sessions.
+changed sessions, KILLs of abandoned sessions (and of statements past their
+``read_timeout``).
 
 What to do and when is decided by pure functions (:func:`sort_idle`,
 :func:`next_deadline`), tested without a server; :class:`Housekeeper` does
@@ -8,6 +9,8 @@ it, talking to its pool through :class:`Maintained`.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -17,10 +20,13 @@ from collections import deque
 from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
+import anyio
+import anyio.to_thread
 import MySQLdb
 
 from ._backoff import Backoff
 from ._connection import CHECK_TIMEOUT, PooledConnection, close_all, close_quietly
+from ._errors import QueryTimeout
 from ._stats import Counters
 
 logger = logging.getLogger("fastapi_mysqlpool")
@@ -170,8 +176,12 @@ class Housekeeper:
     ones, resets changed sessions, KILLs abandoned ones. An unexpected error is
     logged, not fatal."""
 
-    def __init__(self, pool: Maintained) -> None:
+    def __init__(
+        self, pool: Maintained, *, connect_threads: concurrent.futures.Executor
+    ) -> None:
         self.pool = pool
+        # The pool's, for the event loop's KILLs (see akill_after_timeout).
+        self._connect_threads = connect_threads
         self.thread: threading.Thread | None = None
         #: Returned connections whose session changed, to reset (counted as
         #: being checked meanwhile).
@@ -378,6 +388,47 @@ class Housekeeper:
                 with self.pool.cond:
                     self.pool.counters.closed_some()
         return len(killed)
+
+    # -- read timeouts (see SessionKiller) --------------------------------------
+
+    def kill_after_timeout(
+        self, conn: PooledConnection, timeout: float
+    ) -> MySQLdb.OperationalError | None:
+        """A statement on *conn* got no answer within *timeout*: KILL its
+        session, so that the statement and its transaction (row locks) stop.
+        The caller holds *conn*, hence its slot, until this returns.
+
+        The error to raise if the session was killed: the server is
+        reachable, so the statement was slow (:class:`QueryTimeout`). None
+        if it was not (unreachable, or the session gone): the connection was
+        lost, as far as anyone can tell.
+        """
+        if not self.kill_sessions([session_of(conn)]):
+            return None
+        return QueryTimeout(
+            2013,
+            f"no answer from {self.pool.target} within {timeout:g} s "
+            "(read_timeout): the statement was killed",
+        )
+
+    async def akill_after_timeout(
+        self, conn: PooledConnection, timeout: float
+    ) -> MySQLdb.OperationalError | None:
+        """:meth:`kill_after_timeout` in a connect thread, for the event loop."""
+        error = None
+        # Shielded: a cancelled caller must still hold the slot until then.
+        with anyio.CancelScope(shield=True):
+            try:
+                job = self._connect_threads.submit(
+                    self.kill_after_timeout, conn, timeout
+                )
+            except RuntimeError:  # the pool is closed: no connect threads left
+                error = await anyio.to_thread.run_sync(
+                    self.kill_after_timeout, conn, timeout
+                )
+            else:
+                error = await asyncio.wrap_future(job)
+        return error
 
 
 def session_of(conn: PooledConnection) -> Session:

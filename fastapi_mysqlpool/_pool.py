@@ -38,15 +38,12 @@ import contextlib
 import functools
 import logging
 import math
-import threading
 import time
-from collections import deque
 from collections.abc import Generator, Mapping
 from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-import MySQLdb
 from mysqlclient_pool import ConnectionPool
 from MySQLdb.cursors import BaseCursor, Cursor
 from typing_extensions import Unpack
@@ -58,7 +55,6 @@ from ._connection import (
     CHECK_TIMEOUT,
     PooledConnection,
     close_all,
-    close_quietly,
     leased_cursor_class,
 )
 from ._connector import BACKOFF_FIRST, BACKOFF_MAX, Connector, describe
@@ -67,10 +63,9 @@ from ._errors import (
     PoolClosed,
     PoolStartupError,
     PoolTimeout,
-    QueryTimeout,
     errno_of,
 )
-from ._housekeeper import Housekeeper, session_of
+from ._housekeeper import Housekeeper
 from ._lease import CursorContext, Lease
 from ._options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
@@ -80,7 +75,8 @@ from ._options import (
     Settings,
     default_max_size,
 )
-from ._stats import Counters, PoolStats
+from ._slots import OPEN_ONE, Slots
+from ._stats import PoolStats
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -90,11 +86,8 @@ logger = logging.getLogger("fastapi_mysqlpool")
 #: addConnectionExecutor; mysqlclient has no non-blocking connect).
 CONNECT_THREADS: Final = 4
 
-# Handed to a waiter instead of a connection: "a slot is free, open one".
-_OPEN_ONE: Final = object()
 
-
-class Pool(ConnectionPool):
+class Pool(Slots, ConnectionPool):
     """A bounded, self-healing pool of ``MySQLdb`` connections.
 
     ``config``, ``size``, ``timeout`` and ``fillup`` mean what they mean in
@@ -129,48 +122,26 @@ class Pool(ConnectionPool):
         self.max_idle = settings.max_idle
         self.fillup = settings.fillup
 
-        self._lock = threading.Lock()
-        #: Wakes the housekeeper, and close() waiting for connections to return.
-        self.cond = threading.Condition(self._lock)
-        #: Idle connections, most recently returned on the right: taken LIFO so
-        #: the busy ones stay warm and the rest can age out.
-        self.idle: deque[PooledConnection] = self._pool  # type: ignore[assignment]
-        # Slots (see the module's docstring) besides the idle connections.
-        self._in_use = 0
-        self._opening = 0
-        self._checking = 0
-        self._waiters: deque[concurrent.futures.Future[Any]] = deque()
-        self.closing = False
-        self._drained_waiters: list[concurrent.futures.Future[None]] = []
-        self.counters = Counters()
+        self._init_slots(self._pool)  # type: ignore[arg-type]
+        self._connect_threads = concurrent.futures.ThreadPoolExecutor(
+            CONNECT_THREADS, thread_name_prefix="fastapi-mysqlpool-connect"
+        )
+        self.housekeeper = Housekeeper(self, connect_threads=self._connect_threads)
         self._connector = Connector(
             self.config,
             max_lifetime=self.max_lifetime,
             lock=self._lock,
             counters=self.counters,
-            killer=self,
+            killer=self.housekeeper,
         )
         self.connect_backoff = self._connector.backoff
-        self._connect_threads = concurrent.futures.ThreadPoolExecutor(
-            CONNECT_THREADS, thread_name_prefix="fastapi-mysqlpool-connect"
-        )
-        self.housekeeper = Housekeeper(self)
         if open:
             self.open()
 
     @property
     def target(self) -> str:
+        """The server, as messages name it."""
         return self.config.target
-
-    def set_max_size(self, max_size: int) -> None:
-        """Change the cap of a running pool: callers queued get the slots it
-        adds; below a lowered cap, no connection opens until the pool is under
-        it."""
-        with self._lock:
-            self.max_size = max_size
-            while self._waiters and self.total_locked() < max_size:
-                if not self._offer_slot_locked():
-                    break
 
     def __repr__(self) -> str:
         with self._lock:
@@ -238,19 +209,6 @@ class Pool(ConnectionPool):
         # Joins the housekeeper, which may be in the middle of a connect.
         await anyio.to_thread.run_sync(self._finish_close)
 
-    def _begin_close(self) -> bool:
-        with self.cond:
-            if self.closing:
-                return False
-            self.closing = True
-            waiters = list(self._waiters)
-            self._waiters.clear()
-            self.cond.notify_all()
-        for waiter in waiters:
-            if waiter.set_running_or_notify_cancel():
-                waiter.set_exception(PoolClosed())
-        return True
-
     def _finish_close(self) -> None:
         self._closed = True
         # It may be in a connect (bounded by connect_timeout) or a check
@@ -278,107 +236,6 @@ class Pool(ConnectionPool):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    # -- slots ---------------------------------------------------------------
-
-    def total_locked(self) -> int:
-        """Server sessions of this pool: the limit max_size applies to."""
-        return (
-            len(self.idle)
-            + self._in_use
-            + self._opening
-            + self._checking
-            + len(self.housekeeper.to_kill)
-        )
-
-    def _busy_locked(self) -> int:
-        """Connections close() must wait for: borrowed, being opened or checked."""
-        return self._in_use + self._opening + self._checking
-
-    def reserve_locked(self, slots: int) -> None:
-        self._opening += slots
-
-    def unreserve_locked(self) -> None:
-        self._opening -= 1
-        self.slot_freed_locked()
-
-    def _unreserve(self) -> None:
-        with self._lock:
-            self.unreserve_locked()
-
-    def opened_locked(self, conn: PooledConnection) -> None:
-        self._opening -= 1
-        self._put_idle_locked(conn)
-
-    def _offer_slot_locked(self) -> bool:
-        """A free slot to the longest waiter, who opens a connection in it;
-        False if no one waits."""
-        self._opening += 1
-        if self._handoff_locked(_OPEN_ONE):
-            return True
-        self._opening -= 1
-        return False
-
-    def slot_freed_locked(self) -> None:
-        """A connection went away: the longest waiter may open one instead,
-        else the housekeeper refills."""
-        if not self.closing:
-            if self._offer_slot_locked():
-                return
-            self.cond.notify_all()
-        self._wake_closer_locked()
-
-    def begin_checks_locked(self, count: int) -> None:
-        self._checking += count
-
-    def checked_locked(self, conn: PooledConnection, *, unused: bool) -> bool:
-        if self.closing:
-            return False
-        self._checking -= 1
-        self._put_idle_locked(conn, unused=unused)
-        return True
-
-    def discard_checked(self, conn: PooledConnection, *, failed: bool) -> None:
-        # Closed before its slot is freed: the server never sees max_size + 1.
-        close_quietly(conn)
-        with self._lock:
-            self._checking -= 1
-            self.counters.closed_some(failed=failed)
-            self.slot_freed_locked()
-
-    def _put_idle_locked(self, conn: PooledConnection, *, unused: bool = False) -> None:
-        """A new or checked connection nobody holds: to a waiter, else idle.
-
-        An *unused* one (a keepalive's) goes to the cold end of the idle set,
-        where it was: borrowing takes the warm end, so connections beyond
-        ``size`` that callers stopped using can age out (``max_idle``).
-        """
-        self._in_use += 1
-        if not self._handoff_locked(conn):
-            self._in_use -= 1
-            if unused:
-                self.idle.appendleft(conn)
-            else:
-                self.idle.append(conn)
-        self._wake_closer_locked()
-
-    def _wake_closer_locked(self) -> None:
-        """Fewer connections busy: wake a pending close() (only then: this runs
-        on every return, and waking the housekeeper each time would be waste)."""
-        if self.closing:
-            self.cond.notify_all()
-            if not self._busy_locked():
-                for drained in self._drained_waiters:
-                    if not drained.done():  # aclose() may have given up on it
-                        drained.set_result(None)
-                self._drained_waiters.clear()
-
-    def _close_idle(self) -> None:
-        with self._lock:
-            idle = list(self.idle)
-            self.idle.clear()
-            self.counters.closed_some(len(idle))
-        close_all(idle)
 
     # -- opening connections -------------------------------------------------
 
@@ -512,7 +369,7 @@ class Pool(ConnectionPool):
     def _checkout_locked(
         self, now: float, stale: list[PooledConnection], *, first: bool
     ) -> PooledConnection | concurrent.futures.Future[Any] | object:
-        """Critical section: a connection, ``_OPEN_ONE``, or a waiter.
+        """Critical section: a connection, ``OPEN_ONE``, or a waiter.
 
         Idle connections past their lifetime, or surely dropped by the server
         (idle beyond its ``wait_timeout``), go to *stale* to be closed unlocked.
@@ -539,7 +396,7 @@ class Pool(ConnectionPool):
                 if error is not None:
                     raise error
                 self.reserve_locked(1)
-                return _OPEN_ONE
+                return OPEN_ONE
         waiter: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._waiters.append(waiter)
         return waiter
@@ -557,7 +414,7 @@ class Pool(ConnectionPool):
             close_all(stale)
             if isinstance(got, concurrent.futures.Future):
                 got = self._wait_sync(got, deadline, timeout)
-            if got is _OPEN_ONE:
+            if got is OPEN_ONE:
                 return self._open_for_caller()
             assert isinstance(got, PooledConnection)
             if got.check_alive(time.monotonic()):
@@ -597,7 +454,7 @@ class Pool(ConnectionPool):
             close_all(stale)
             if isinstance(got, concurrent.futures.Future):
                 got = await self._wait_async(got, deadline, timeout)
-            if got is _OPEN_ONE:
+            if got is OPEN_ONE:
                 return await self._aopen_for_caller(deadline, timeout)
             assert isinstance(got, PooledConnection)
             try:
@@ -608,123 +465,8 @@ class Pool(ConnectionPool):
                 raise
             self.checkin(got, reusable=False, failed=True)
 
-    def _wait_sync(
-        self, waiter: concurrent.futures.Future[Any], deadline: float, timeout: float
-    ) -> object:
-        started = time.monotonic()
-        try:
-            return waiter.result(max(0.0, deadline - started))
-        except concurrent.futures.TimeoutError:
-            return self._give_up(waiter, timeout)
-        finally:
-            self._add_wait_time(started)
-
-    async def _wait_async(
-        self, waiter: concurrent.futures.Future[Any], deadline: float, timeout: float
-    ) -> object:
-        started = time.monotonic()
-        try:
-            with anyio.fail_after(max(0.0, deadline - started)):
-                return await asyncio.wrap_future(waiter)
-        except PoolClosed:
-            raise
-        except TimeoutError:
-            return self._give_up(waiter, timeout)
-        except BaseException:
-            self._give_up(waiter, timeout, cancelled=True)
-            raise
-        finally:
-            self._add_wait_time(started)
-
-    def _give_up(
-        self,
-        waiter: concurrent.futures.Future[Any],
-        timeout: float,
-        *,
-        cancelled: bool = False,
-    ) -> object:
-        """Leave the queue; a connection or slot that arrived meanwhile is used
-        (timeout) or given back (cancellation)."""
-        with self._lock:
-            if waiter.cancel():
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-                got = None
-                if not cancelled:
-                    self.counters.timeouts += 1
-            else:
-                # Handed over under this lock, so the outcome is already set.
-                got = waiter.result(0)
-        if got is None:
-            if cancelled:
-                return None
-            raise PoolTimeout(
-                f"no connection to {self.config.target} became free within "
-                f"{timeout:g} s (max_size={self.max_size}, all in use)"
-            )
-        if cancelled:
-            if got is _OPEN_ONE:
-                self._unreserve()
-            else:
-                self.checkin(got, reusable=True)
-        return got
-
-    def _add_wait_time(self, started: float) -> None:
-        with self._lock:
-            self.counters.wait_time += time.monotonic() - started
-
-    # -- returning -------------------------------------------------------------
-
-    def checkin(
-        self, conn: PooledConnection, *, reusable: bool, failed: bool = False
-    ) -> None:
-        """Give *conn* back: to a waiter, to the idle set, or closed.
-
-        *failed* counts a connection found dead in the error statistics.
-        """
-        now = time.monotonic()
-        if reusable and conn.is_reusable(now):
-            with self._lock:
-                if not self.closing:  # checked under the lock: close() races
-                    conn.returned_at = conn.alive_at = now
-                    # (No close() to wake: it is not closing.)
-                    if not self._waiters or not self._handoff_locked(conn):
-                        self.idle.append(conn)
-                        self._in_use -= 1
-                    return
-        elif reusable and conn.resettable(now):
-            with self._lock:
-                # Reset by the housekeeper, off the request's path.
-                if not self.closing and self.housekeeper.queue_reset_locked(conn):
-                    self._in_use -= 1
-                    self._checking += 1
-                    return
-        # Closed mid-query: the server runs the query on, in a session still
-        # holding its place among max_connections, unless it is KILLed. (A
-        # broken connection's session is gone already.)
-        session = session_of(conn) if conn.pending and not conn.broken else None
-        # Closed before its slot is freed: the server never sees max_size + 1.
-        close_quietly(conn)
-        with self._lock:
-            self._in_use -= 1
-            self.counters.closed_some(failed=failed)
-            if session is not None and not self.closing:
-                # The slot stays taken until the housekeeper KILLs the session.
-                self.housekeeper.kill_later_locked(session)
-            else:
-                self.slot_freed_locked()
-
-    def _handoff_locked(self, got: object) -> bool:
-        """Give *got* (a connection or ``_OPEN_ONE``) to the longest waiter."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if waiter.set_running_or_notify_cancel():
-                waiter.set_result(got)
-                return True
-        return False
-
     # The old names, until _dependencies.py calls the new ones (delete then).
-    _checkin = checkin
+    _checkin = Slots.checkin
     _aacquire = aacquire
 
     # -- lending cursors -----------------------------------------------------
@@ -771,47 +513,6 @@ class Pool(ConnectionPool):
             checked=False,
         )
         return CursorContext(self, make)
-
-    # -- read timeouts (see SessionKiller) --------------------------------------
-
-    def kill_after_timeout(
-        self, conn: PooledConnection, timeout: float
-    ) -> MySQLdb.OperationalError | None:
-        """A statement on *conn* got no answer within *timeout*: KILL its
-        session, so that the statement and its transaction (row locks) stop.
-        The caller holds *conn*, hence its slot, until this returns.
-
-        The error to raise if the session was killed: the server is
-        reachable, so the statement was slow (:class:`QueryTimeout`). None
-        if it was not (unreachable, or the session gone): the connection was
-        lost, as far as anyone can tell.
-        """
-        if not self.housekeeper.kill_sessions([session_of(conn)]):
-            return None
-        return QueryTimeout(
-            2013,
-            f"no answer from {self.config.target} within {timeout:g} s "
-            "(read_timeout): the statement was killed",
-        )
-
-    async def akill_after_timeout(
-        self, conn: PooledConnection, timeout: float
-    ) -> MySQLdb.OperationalError | None:
-        """:meth:`kill_after_timeout` in a connect thread, for the event loop."""
-        error = None
-        # Shielded: a cancelled caller must still hold the slot until then.
-        with anyio.CancelScope(shield=True):
-            try:
-                job = self._connect_threads.submit(
-                    self.kill_after_timeout, conn, timeout
-                )
-            except RuntimeError:  # the pool is closed: no connect threads left
-                error = await anyio.to_thread.run_sync(
-                    self.kill_after_timeout, conn, timeout
-                )
-            else:
-                error = await asyncio.wrap_future(job)
-        return error
 
     # -- introspection -----------------------------------------------------------
 
