@@ -401,17 +401,22 @@ class Pool(Slots, ConnectionPool):
         self._waiters.append(waiter)
         return waiter
 
+    def _checkout(
+        self, *, first: bool
+    ) -> PooledConnection | concurrent.futures.Future[Any] | object:
+        """:meth:`_checkout_locked`, the stale connections closed unlocked."""
+        stale: list[PooledConnection] = []
+        with self._lock:
+            got = self._checkout_locked(time.monotonic(), stale, first=first)
+        close_all(stale)
+        return got
+
     def acquire(self, timeout: float) -> PooledConnection:
         """Borrow a checked connection, blocking the calling thread (never the
         loop's)."""
         deadline = time.monotonic() + timeout
-        first = True
+        got = self._checkout(first=True)
         while True:
-            stale: list[PooledConnection] = []
-            with self._lock:
-                got = self._checkout_locked(time.monotonic(), stale, first=first)
-            first = False
-            close_all(stale)
             if isinstance(got, concurrent.futures.Future):
                 got = self._wait_sync(got, deadline, timeout)
             if got is OPEN_ONE:
@@ -420,6 +425,7 @@ class Pool(Slots, ConnectionPool):
             if got.check_alive(time.monotonic()):
                 return got
             self.checkin(got, reusable=False, failed=True)
+            got = self._checkout(first=False)
 
     def take_idle(self) -> PooledConnection | None:
         """Borrowing's fast path, for the event loop: an idle connection, unchecked
@@ -445,13 +451,8 @@ class Pool(Slots, ConnectionPool):
         event loop while worker threads hold it.
         """
         deadline = time.monotonic() + timeout
-        first = True
+        got = self._checkout(first=True)
         while True:
-            stale: list[PooledConnection] = []
-            with self._lock:
-                got = self._checkout_locked(time.monotonic(), stale, first=first)
-            first = False
-            close_all(stale)
             if isinstance(got, concurrent.futures.Future):
                 got = await self._wait_async(got, deadline, timeout)
             if got is OPEN_ONE:
@@ -464,6 +465,7 @@ class Pool(Slots, ConnectionPool):
                 self.checkin(got, reusable=False)
                 raise
             self.checkin(got, reusable=False, failed=True)
+            got = self._checkout(first=False)
 
     # The old names, until _dependencies.py calls the new ones (delete then).
     _checkin = Slots.checkin
