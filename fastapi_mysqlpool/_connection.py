@@ -113,6 +113,55 @@ def closed_while_waiting() -> MySQLdb.InterfaceError:
 SelectorWait = tuple[asyncio.AbstractEventLoop, int, asyncio.Future[None]]
 
 
+def _select_row(conn: Connection, sql: bytes) -> tuple[Any, ...]:
+    _query(conn, sql)
+    while not conn.field_count():  # the SET before the SELECT
+        if _next_result(conn) != 0:
+            raise MySQLdb.InterfaceError("no row")  # pragma: no cover
+    ((row),) = conn.store_result().fetch_row()
+    return row  # type: ignore[no-any-return]
+
+
+def _run_all(conn: Connection, sql: str | bytes) -> tuple[Any, ...] | None:
+    """Run *sql* (statements), read every answer; the last row read."""
+    _query(conn, sql)
+    row = None
+    while True:
+        if conn.field_count():
+            rows = conn.store_result().fetch_row()
+            row = rows[0] if rows else None
+        if _next_result(conn) != 0:
+            return row
+
+
+def _restore_sql(
+    conn: PooledConnection, database: str, charset: str, collation: str, sql_mode: str
+) -> bytes:
+    """What reset_session() runs after COM_RESET_CONNECTION (see there)."""
+
+    def literal(value: str) -> bytes:
+        # (Bytes in, bytes out: the stubs say str.)
+        return cast(bytes, conn.string_literal(value.encode(conn.encoding)))
+
+    name = database.encode(conn.encoding).replace(b"`", b"``")
+    track = b", session_track_state_change = ON" if conn.tracked else b""
+    # Ends with a statement that changes nothing (DO 0, or the SELECT of
+    # the role), so that the last answer's status is clean: the next
+    # borrower starts without a change noted.
+    return (
+        b"SET NAMES %s COLLATE %s, sql_mode = %s, autocommit = %d%s; "
+        b"USE `%s`; DO 0"
+        % (
+            literal(charset),
+            literal(collation),
+            literal(sql_mode),
+            conn.autocommit_mode,
+            track,
+            name,
+        )
+    )
+
+
 class PooledConnection(Connection):
     """A ``MySQLdb`` connection with the pool's bookkeeping.
 
@@ -252,13 +301,13 @@ class PooledConnection(Connection):
         row = None
         if reader is not None:
             try:
-                row = self._select_row(_TRACK + select)
+                row = _select_row(self, _TRACK + select)
             except MySQLdb.Error as exc:  # a server without the variable
                 if errno_of(exc) != _ER_UNKNOWN_SYSTEM_VARIABLE:
                     raise
                 reader = None
         if row is None:
-            row = self._select_row(select)
+            row = _select_row(self, select)
         wait_timeout, server_host, database, charset, collation, sql_mode = row[:6]
         init_connect, self.max_packet = row[6], int(row[7])
         self._role = row[8] if has_roles else None
@@ -275,44 +324,11 @@ class PooledConnection(Connection):
         # A reset cannot bring back "no database", and the server does not
         # run its init_connect again after one: then close instead.
         if multi and database is not None and not init_connect and self._resettable_cfg:
-            self.restore = self._restore_sql(database, charset, collation, sql_mode)
+            self.restore = _restore_sql(self, database, charset, collation, sql_mode)
             if has_roles:
                 self.restore += b"; SELECT " + _ROLE
         self.session_changed = False
         return int(wait_timeout), server_host
-
-    def _select_row(self, sql: bytes) -> tuple[Any, ...]:
-        _query(self, sql)
-        while not self.field_count():  # the SET before the SELECT
-            if _next_result(self) != 0:
-                raise MySQLdb.InterfaceError("no row")  # pragma: no cover
-        ((row),) = self.store_result().fetch_row()
-        return row  # type: ignore[no-any-return]
-
-    def _restore_sql(
-        self, database: str, charset: str, collation: str, sql_mode: str
-    ) -> bytes:
-        def literal(value: str) -> bytes:
-            # (Bytes in, bytes out: the stubs say str.)
-            return cast(bytes, self.string_literal(value.encode(self.encoding)))
-
-        name = database.encode(self.encoding).replace(b"`", b"``")
-        track = b", session_track_state_change = ON" if self.tracked else b""
-        # Ends with a statement that changes nothing (DO 0, or the SELECT of
-        # the role), so that the last answer's status is clean: the next
-        # borrower starts without a change noted.
-        return (
-            b"SET NAMES %s COLLATE %s, sql_mode = %s, autocommit = %d%s; "
-            b"USE `%s`; DO 0"
-            % (
-                literal(charset),
-                literal(collation),
-                literal(sql_mode),
-                self.autocommit_mode,
-                track,
-                name,
-            )
-        )
 
     def reset_session(self) -> bool:
         """Reset a changed session to what connecting set up (blocking: two
@@ -330,8 +346,8 @@ class PooledConnection(Connection):
             if not _session.reset_connection(mysql):
                 return False
             if self._init_command is not None:
-                self._run_all(self._init_command)
-            role = self._run_all(self.restore)
+                _run_all(self, self._init_command)
+            role = _run_all(self, self.restore)
             # Nothing the borrower ran counts any more.
             self.session_changed = False
             return bool(self.get_autocommit()) == self.autocommit_mode and (
@@ -339,17 +355,6 @@ class PooledConnection(Connection):
             )
         except Exception:
             return False
-
-    def _run_all(self, sql: str | bytes) -> tuple[Any, ...] | None:
-        """Run *sql* (statements), read every answer; the last row read."""
-        _query(self, sql)
-        row = None
-        while True:
-            if self.field_count():
-                rows = self.store_result().fetch_row()
-                row = rows[0] if rows else None
-            if _next_result(self) != 0:
-                return row
 
     # -- noticing session changes --------------------------------------------------
 
