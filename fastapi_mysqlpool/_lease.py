@@ -83,7 +83,7 @@ class Lease:
     ) -> Lease:
         """A lease lending an :class:`AsyncPoolCursor` (for the event loop)."""
         lease = cls(pool, conn)
-        lease.cursor = AsyncPoolCursor(lease, dict_rows, checked)
+        lease.cursor = AsyncPoolCursor(lease, dict_rows=dict_rows, checked=checked)
         return lease
 
     # -- the first statement's check ------------------------------------------

@@ -291,8 +291,7 @@ class Pool(Slots, ConnectionPool):
             self._unreserve()
             raise
         with self._lock:
-            self._opening -= 1  # the reserved slot, now in use
-            self._in_use += 1
+            self.opened_for_caller_locked()
         return conn
 
     async def _aopen_for_caller(

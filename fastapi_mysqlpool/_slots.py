@@ -94,9 +94,11 @@ class Slots:
         return self._in_use + self._opening + self._checking
 
     def reserve_locked(self, slots: int) -> None:
+        """Take *slots* slots for connections about to open."""
         self._opening += slots
 
     def unreserve_locked(self) -> None:
+        """A reserved slot's connect failed (or was not tried): free it."""
         self._opening -= 1
         self.slot_freed_locked()
 
@@ -105,8 +107,15 @@ class Slots:
             self.unreserve_locked()
 
     def opened_locked(self, conn: PooledConnection) -> None:
+        """A reserved slot's new connection, for the pool: to a waiter, else
+        idle."""
         self._opening -= 1
         self._put_idle_locked(conn)
+
+    def opened_for_caller_locked(self) -> None:
+        """A reserved slot's new connection, lent to the caller who reserved it."""
+        self._opening -= 1
+        self._in_use += 1
 
     def _offer_slot_locked(self) -> bool:
         """A free slot to the longest waiter, who opens a connection in it;
@@ -127,9 +136,13 @@ class Slots:
         self._wake_closer_locked()
 
     def begin_checks_locked(self, count: int) -> None:
+        """*count* idle connections, taken out of the idle set, are being
+        checked (keepalive)."""
         self._checking += count
 
     def checked_locked(self, conn: PooledConnection, *, unused: bool) -> bool:
+        """A connection being checked (or reset) proved good: to a waiter or
+        idle; False if closing (then :meth:`discard_checked` it)."""
         if self.closing:
             return False
         self._checking -= 1
@@ -137,6 +150,8 @@ class Slots:
         return True
 
     def discard_checked(self, conn: PooledConnection, *, failed: bool) -> None:
+        """Close a connection that was being checked; free its slot. *failed*:
+        it proved dead (counted among the errors)."""
         # Closed before its slot is freed: the server never sees max_size + 1.
         close_quietly(conn)
         with self._lock:
