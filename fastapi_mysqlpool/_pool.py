@@ -25,9 +25,9 @@ Threads (background tasks, ``fetch()``) and the event loop (dependencies) share
 one pool: bookkeeping happens under ``_lock`` and never around I/O, and waiters
 are ``concurrent.futures.Future`` objects, which both worlds can wait on.
 
-A connection holds one of ``max_size`` slots from the moment it is about to
-open until it is closed: idle, in use, being opened, being checked (keepalive,
-reset), or closed mid-query with its session still to KILL.
+Pool builds on _slots (where each connection is, the queue, check-in); the
+maintenance thread is _housekeeper's, connecting _connector's, the options
+_options'.
 """
 
 from __future__ import annotations
