@@ -29,7 +29,7 @@ def measure(url: str, init_command: str | None) -> dict[str, float]:
     if init_command:
         config["init_command"] = init_command
     pool = Pool(config, size=0)
-    conn = pool._connect()
+    conn = pool.connect()
 
     def reset() -> None:
         conn.query(b"SET @x = 1")
@@ -43,10 +43,10 @@ def measure(url: str, init_command: str | None) -> dict[str, float]:
         nonlocal other
         started = time.perf_counter_ns()
         other.close()
-        other = pool._connect()
+        other = pool.connect()
         times.append(time.perf_counter_ns() - started)
 
-    other: PooledConnection = pool._connect()
+    other: PooledConnection = pool.connect()
     results: dict[str, list[float]] = {"reset": [], "reconnect": []}
     runs: dict[str, Callable[[], None]] = {"reset": reset, "reconnect": reconnect}
     for _ in range(ROUNDS):  # interleaved: the machine's load drifts

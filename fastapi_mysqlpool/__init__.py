@@ -22,7 +22,8 @@ from ._errors import (
     QueryTimeout,
 )
 from ._lifespan import mysql_pool_lifespan
-from ._pool import Pool, PoolStats
+from ._pool import Pool
+from ._stats import PoolStats
 
 __version__ = "0.1.0"
 

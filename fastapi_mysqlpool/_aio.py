@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import types
 from collections.abc import Generator
 
 import anyio
 import MySQLdb
 
-from ._connection import PooledConnection, closed_while_waiting
+from ._connection import CHECK_TIMEOUT, PooledConnection, closed_while_waiting
 
 #: Loop iterations to look for the answer before registering with the selector:
 #: a quick answer (a COMMIT, a primary-key lookup) usually arrives within them,
@@ -100,7 +101,7 @@ async def timed_out(
     error = lost(conn, timeout)
     killer = conn.killer
     if killer is not None and timeout is not None and conn.used:
-        return await killer._akill_after_timeout(conn, timeout) or error
+        return await killer.akill_after_timeout(conn, timeout) or error
     return error
 
 
@@ -169,3 +170,15 @@ async def rollback(conn: PooledConnection, timeout: float | None = None) -> None
 async def ping(conn: PooledConnection, timeout: float | None = None) -> None:
     """A round trip that proves the connection alive; raises if it is not."""
     await query(conn, b"DO 1", timeout)
+
+
+async def check_alive(conn: PooledConnection) -> bool:
+    """:meth:`PooledConnection.check_alive` without blocking the loop."""
+    alive = conn.alive_at_a_glance(time.monotonic())
+    if alive is not None:
+        return alive
+    try:
+        await ping(conn, CHECK_TIMEOUT)
+    except MySQLdb.Error as exc:  # a timeout included (see lost())
+        return conn.in_step_after(exc)  # an error answered: alive
+    return True

@@ -92,7 +92,7 @@ class AsyncPoolCursor(Generic[RowT]):
 
     # (dict_rows and checked: positional still, as _lease.py passes them.)
     def __init__(
-        self, owner: CursorOwner, dict_rows: bool = False, checked: bool = True
+        self, owner: CursorOwner, *, dict_rows: bool = False, checked: bool = True
     ) -> None:
         self.arraysize = 1
         self._owner: CursorOwner | None = owner  # None once released

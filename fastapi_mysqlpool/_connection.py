@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import select
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import MySQLdb
 from MySQLdb.connections import Connection
@@ -42,6 +43,13 @@ _commit: Callable[[Any], None] = Connection.commit
 _rollback: Callable[[Any], None] = Connection.rollback
 _close: Callable[[Any], None] = Connection.close
 
+#: Idle for longer than this, a connection gets a round trip before use (HikariCP:
+#: 500 ms); a peer that vanished without closing the socket shows no other sign.
+CHECK_IDLE_AFTER: Final = 0.5
+#: How long a check of a connection (a round trip) may take before the
+#: connection counts as dead: the C client's own ping has no limit.
+CHECK_TIMEOUT: Final = 5.0
+
 #: CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED.
 _LOST_ERRNOS = frozenset({2006, 2013, 2055})
 
@@ -61,17 +69,27 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 class SessionKiller(Protocol):
     """What a connection needs of its pool after a read timeout."""
 
-    def _kill_after_timeout(
+    def kill_after_timeout(
         self, conn: PooledConnection, timeout: float
     ) -> MySQLdb.OperationalError | None:
         """KILL *conn*'s session, if the server can be reached and the session
         is still there, and wait until it is gone (blocking). The error to
         raise then (:class:`QueryTimeout`); None if nothing was killed."""
 
-    async def _akill_after_timeout(
+    async def akill_after_timeout(
         self, conn: PooledConnection, timeout: float
     ) -> MySQLdb.OperationalError | None:
-        """:meth:`_kill_after_timeout` without blocking the event loop."""
+        """:meth:`kill_after_timeout` without blocking the event loop."""
+
+
+def close_quietly(conn: Connection) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def close_all(conns: Iterable[Connection]) -> None:
+    for conn in conns:
+        close_quietly(conn)
 
 
 def closed_while_waiting() -> MySQLdb.InterfaceError:
@@ -85,6 +103,55 @@ def closed_while_waiting() -> MySQLdb.InterfaceError:
 
 #: An event loop's wait for a connection's socket: (loop, fd, waiter).
 SelectorWait = tuple[asyncio.AbstractEventLoop, int, asyncio.Future[None]]
+
+
+def _select_row(conn: Connection, sql: bytes) -> tuple[Any, ...]:
+    _query(conn, sql)
+    while not conn.field_count():  # the SET before the SELECT
+        if _next_result(conn) != 0:
+            raise MySQLdb.InterfaceError("no row")  # pragma: no cover
+    ((row),) = conn.store_result().fetch_row()
+    return row  # type: ignore[no-any-return]
+
+
+def _run_all(conn: Connection, sql: str | bytes) -> tuple[Any, ...] | None:
+    """Run *sql* (statements), read every answer; the last row read."""
+    _query(conn, sql)
+    row = None
+    while True:
+        if conn.field_count():
+            rows = conn.store_result().fetch_row()
+            row = rows[0] if rows else None
+        if _next_result(conn) != 0:
+            return row
+
+
+def _restore_sql(
+    conn: PooledConnection, database: str, charset: str, collation: str, sql_mode: str
+) -> bytes:
+    """What reset_session() runs after COM_RESET_CONNECTION (see there)."""
+
+    def literal(value: str) -> bytes:
+        # (Bytes in, bytes out: the stubs say str.)
+        return cast(bytes, conn.string_literal(value.encode(conn.encoding)))
+
+    name = database.encode(conn.encoding).replace(b"`", b"``")
+    track = b", session_track_state_change = ON" if conn.tracked else b""
+    # Ends with a statement that changes nothing (DO 0, or the SELECT of
+    # the role), so that the last answer's status is clean: the next
+    # borrower starts without a change noted.
+    return (
+        b"SET NAMES %s COLLATE %s, sql_mode = %s, autocommit = %d%s; "
+        b"USE `%s`; DO 0"
+        % (
+            literal(charset),
+            literal(collation),
+            literal(sql_mode),
+            conn.autocommit_mode,
+            track,
+            name,
+        )
+    )
 
 
 class PooledConnection(Connection):
@@ -226,13 +293,13 @@ class PooledConnection(Connection):
         row = None
         if reader is not None:
             try:
-                row = self._select_row(_TRACK + select)
+                row = _select_row(self, _TRACK + select)
             except MySQLdb.Error as exc:  # a server without the variable
                 if errno_of(exc) != _ER_UNKNOWN_SYSTEM_VARIABLE:
                     raise
                 reader = None
         if row is None:
-            row = self._select_row(select)
+            row = _select_row(self, select)
         wait_timeout, server_host, database, charset, collation, sql_mode = row[:6]
         init_connect, self.max_packet = row[6], int(row[7])
         self._role = row[8] if has_roles else None
@@ -249,44 +316,11 @@ class PooledConnection(Connection):
         # A reset cannot bring back "no database", and the server does not
         # run its init_connect again after one: then close instead.
         if multi and database is not None and not init_connect and self._resettable_cfg:
-            self.restore = self._restore_sql(database, charset, collation, sql_mode)
+            self.restore = _restore_sql(self, database, charset, collation, sql_mode)
             if has_roles:
                 self.restore += b"; SELECT " + _ROLE
         self.session_changed = False
         return int(wait_timeout), server_host
-
-    def _select_row(self, sql: bytes) -> tuple[Any, ...]:
-        _query(self, sql)
-        while not self.field_count():  # the SET before the SELECT
-            if _next_result(self) != 0:
-                raise MySQLdb.InterfaceError("no row")  # pragma: no cover
-        ((row),) = self.store_result().fetch_row()
-        return row  # type: ignore[no-any-return]
-
-    def _restore_sql(
-        self, database: str, charset: str, collation: str, sql_mode: str
-    ) -> bytes:
-        def literal(value: str) -> bytes:
-            # (Bytes in, bytes out: the stubs say str.)
-            return cast(bytes, self.string_literal(value.encode(self.encoding)))
-
-        name = database.encode(self.encoding).replace(b"`", b"``")
-        track = b", session_track_state_change = ON" if self.tracked else b""
-        # Ends with a statement that changes nothing (DO 0, or the SELECT of
-        # the role), so that the last answer's status is clean: the next
-        # borrower starts without a change noted.
-        return (
-            b"SET NAMES %s COLLATE %s, sql_mode = %s, autocommit = %d%s; "
-            b"USE `%s`; DO 0"
-            % (
-                literal(charset),
-                literal(collation),
-                literal(sql_mode),
-                self.autocommit_mode,
-                track,
-                name,
-            )
-        )
 
     def reset_session(self) -> bool:
         """Reset a changed session to what connecting set up (blocking: two
@@ -304,8 +338,8 @@ class PooledConnection(Connection):
             if not _session.reset_connection(mysql):
                 return False
             if self._init_command is not None:
-                self._run_all(self._init_command)
-            role = self._run_all(self.restore)
+                _run_all(self, self._init_command)
+            role = _run_all(self, self.restore)
             # Nothing the borrower ran counts any more.
             self.session_changed = False
             return bool(self.get_autocommit()) == self.autocommit_mode and (
@@ -313,17 +347,6 @@ class PooledConnection(Connection):
             )
         except Exception:
             return False
-
-    def _run_all(self, sql: str | bytes) -> tuple[Any, ...] | None:
-        """Run *sql* (statements), read every answer; the last row read."""
-        _query(self, sql)
-        row = None
-        while True:
-            if self.field_count():
-                rows = self.store_result().fetch_row()
-                row = rows[0] if rows else None
-            if _next_result(self) != 0:
-                return row
 
     # -- noticing session changes --------------------------------------------------
 
@@ -420,7 +443,7 @@ class PooledConnection(Connection):
             ):
                 raise
             self.broken = True
-            error = killer._kill_after_timeout(self, timeout)
+            error = killer.kill_after_timeout(self, timeout)
             if error is None:
                 raise
             raise error from exc
@@ -487,6 +510,38 @@ class PooledConnection(Connection):
             buffer = self._peek_buffer = ctypes.create_string_buffer(size)
         return buffer
 
+    # -- health: is this connection usable? --------------------------------------
+
+    def stale(self, now: float) -> bool:
+        """Past its lifetime, or idle so long that the server surely dropped it
+        (``wait_timeout``): close it, unchecked."""
+        return now >= self.expires_at or now - self.alive_at >= self.wait_timeout
+
+    def alive_at_a_glance(self, now: float) -> bool | None:
+        """The check before use, short of a round trip: False if the server
+        closed the connection, True if it was in use too recently to need a
+        round trip, None if it needs one (:meth:`ping_within`)."""
+        if self.looks_dead():
+            return False
+        if now - self.alive_at <= CHECK_IDLE_AFTER:
+            return True
+        return None
+
+    def check_alive(self, now: float) -> bool:
+        """The check before use, with a round trip if a glance cannot tell
+        (blocking: for threads)."""
+        alive = self.alive_at_a_glance(now)
+        return self.ping_within(CHECK_TIMEOUT) if alive is None else alive
+
+    def in_step_after(self, exc: BaseException) -> bool:
+        """True if *exc* is the server's answer (an error it sent: a user's
+        query limit, a KILL QUERY): then no answer is pending, the connection
+        is in step with the server. False if the answer may never have come."""
+        if server_answered(exc):
+            self.pending = False
+            return True
+        return False
+
     def ping_within(self, timeout: float) -> bool:
         """A round trip that must answer within *timeout* seconds (blocking:
         for threads). The C client's ping has no limit of its own: a peer gone
@@ -500,10 +555,7 @@ class PooledConnection(Connection):
                 return False  # still pending: closed by the pool, not reused
             self.read_query_result()
         except MySQLdb.Error as exc:
-            if not server_answered(exc):
-                return False
-            # An error answered (a user's query limit, a KILL QUERY): alive,
-            # and in step with the server.
+            return self.in_step_after(exc)  # an error answered: alive
         except Exception:
             return False
         self.pending = False

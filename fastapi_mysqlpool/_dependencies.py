@@ -82,7 +82,7 @@ def _cursor_dependency(
         # Written out rather than in a helper coroutine (one less per
         # request). Lent unchecked: the check runs before the first
         # statement, where it costs least (see Lease). Never blocks the loop.
-        conn = pool.take_idle() or await pool._aacquire(
+        conn = pool.take_idle() or await pool.aacquire(
             pool.acquire_timeout, check=False
         )
         try:
@@ -96,7 +96,7 @@ def _cursor_dependency(
                 )
             stack.push_async_exit(lease)
         except BaseException:
-            pool._checkin(conn, reusable=False)
+            pool.checkin(conn, reusable=False)
             raise
         return lease.cursor
 

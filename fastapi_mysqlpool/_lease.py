@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -16,14 +17,31 @@ from MySQLdb.cursors import BaseCursor
 from . import _aio
 from ._async_cursor import AsyncPoolCursor
 from ._connection import PooledConnection
-from ._errors import is_connection_broken, server_answered
-
-if TYPE_CHECKING:
-    from ._pool import Pool
+from ._errors import is_connection_broken
 
 #: Bound on the rollback of a request that failed or was cancelled; past it the
 #: connection is closed, and the server rolls back by itself.
 RESET_TIMEOUT = 5.0
+
+
+class LendingPool(Protocol):
+    """What a lease needs of its pool (:class:`Pool`)."""
+
+    acquire_timeout: float
+
+    def take_idle(self) -> PooledConnection | None:
+        """An idle connection, unchecked, if one can be had at once."""
+
+    def acquire(self, timeout: float) -> PooledConnection:
+        """Borrow a checked connection (blocking)."""
+
+    async def aacquire(self, timeout: float, *, check: bool = True) -> PooledConnection:
+        """Borrow a connection without blocking the loop; *check*: checked."""
+
+    def checkin(
+        self, conn: PooledConnection, *, reusable: bool, failed: bool = False
+    ) -> None:
+        """Give *conn* back (*reusable*: may be lent again)."""
 
 
 class Lease:
@@ -38,7 +56,7 @@ class Lease:
 
     __slots__ = ("conn", "cursor", "pool")
 
-    def __init__(self, pool: Pool, conn: PooledConnection) -> None:
+    def __init__(self, pool: LendingPool, conn: PooledConnection) -> None:
         self.pool = pool
         self.conn: PooledConnection | None = conn
         conn.used = False
@@ -47,8 +65,9 @@ class Lease:
     @classmethod
     def of_cursor(
         cls,
-        pool: Pool,
+        pool: LendingPool,
         conn: PooledConnection,
+        *,
         cursor_class: type[BaseCursor],
         checked: bool,
     ) -> Lease:
@@ -61,11 +80,16 @@ class Lease:
 
     @classmethod
     def of_async_cursor(
-        cls, pool: Pool, conn: PooledConnection, dict_rows: bool, checked: bool
+        cls,
+        pool: LendingPool,
+        conn: PooledConnection,
+        *,
+        dict_rows: bool,
+        checked: bool,
     ) -> Lease:
         """A lease lending an :class:`AsyncPoolCursor` (for the event loop)."""
         lease = cls(pool, conn)
-        lease.cursor = AsyncPoolCursor(lease, dict_rows, checked)
+        lease.cursor = AsyncPoolCursor(lease, dict_rows=dict_rows, checked=checked)
         return lease
 
     # -- the first statement's check ------------------------------------------
@@ -73,10 +97,10 @@ class Lease:
     def check(self) -> None:
         """Check the connection (blocking: in the first statement's thread)."""
         conn = self.conn
-        if conn is None or conn.used or self.pool._alive(conn):
+        if conn is None or conn.used or conn.check_alive(time.monotonic()):
             return
         self._discard_dead(conn)
-        replacement = self.pool._acquire(self.pool.acquire_timeout)
+        replacement = self.pool.acquire(self.pool.acquire_timeout)
         replacement.used = False
         self.conn = self.cursor.connection = replacement
 
@@ -84,7 +108,7 @@ class Lease:
         """The connection, if a glance proves it alive (no round trip, nothing
         to await: the usual case); else None, and :meth:`acheck` must run."""
         conn = self.conn
-        if conn is not None and (conn.used or self.pool._alive_at_a_glance(conn)):
+        if conn is not None and (conn.used or conn.alive_at_a_glance(time.monotonic())):
             return conn
         return None
 
@@ -92,16 +116,16 @@ class Lease:
         """Check the connection without blocking the loop; the one to use."""
         conn = self.conn
         assert conn is not None
-        if conn.used or await self.pool._aalive(conn):  # a glance, a round trip
+        if conn.used or await _aio.check_alive(conn):  # a glance, a round trip
             return conn
         self._discard_dead(conn)
-        replacement = await self.pool._aacquire(self.pool.acquire_timeout)
+        replacement = await self.pool.aacquire(self.pool.acquire_timeout)
         replacement.used = False
         self.conn = replacement
         return replacement
 
     def _discard_dead(self, conn: PooledConnection) -> None:
-        self.pool._checkin(conn, reusable=False, failed=True)
+        self.pool.checkin(conn, reusable=False, failed=True)
         self.conn = None  # if no replacement comes, nothing is left to give back
 
     async def adrain(self, conn: PooledConnection, leftover: Any = None) -> None:
@@ -135,7 +159,7 @@ class Lease:
                 and not is_connection_broken(exc)
                 and (not conn.used or _rollback_quietly(conn))
             )
-            self.pool._checkin(conn, reusable)
+            self.pool.checkin(conn, reusable=reusable)
             return
         try:
             if leftover is not None or conn.more_results():
@@ -145,9 +169,9 @@ class Lease:
         except BaseException:
             # After a failed COMMIT the transaction's fate is the server's:
             # never hand that session to someone else.
-            self.pool._checkin(conn, reusable=False)
+            self.pool.checkin(conn, reusable=False)
             raise
-        self.pool._checkin(conn, reusable=True)
+        self.pool.checkin(conn, reusable=True)
 
     async def afinish(self, exc: BaseException | None) -> None:
         """:meth:`finish` on the event loop: nothing in it blocks the loop."""
@@ -159,7 +183,7 @@ class Lease:
             # A statement was cut off (cancelled) before its answer was read: a
             # ROLLBACK or COMMIT sent now would read that answer as its own.
             # Closed instead; its session is KILLed, which rolls back.
-            self.pool._checkin(conn, reusable=False)
+            self.pool.checkin(conn, reusable=False)
             if exc is None:  # the cancellation was swallowed: no 2xx for this
                 raise _aio.in_progress()
             return
@@ -191,22 +215,21 @@ class Lease:
                 # left) with nothing to KILL. A cancellation that came while
                 # the answer was awaited, after it was read, leaves a
                 # connection to reuse.
-                if server_answered(error):
-                    conn.pending = False
+                conn.in_step_after(error)
                 reusable = not conn.pending and not isinstance(error, MySQLdb.Error)
-                self.pool._checkin(conn, reusable=reusable)
+                self.pool.checkin(conn, reusable=reusable)
                 raise
-            self.pool._checkin(conn, reusable=True)
+            self.pool.checkin(conn, reusable=True)
             return
         if is_connection_broken(exc):
-            self.pool._checkin(conn, reusable=False)  # as in finish()
+            self.pool.checkin(conn, reusable=False)  # as in finish()
             return
         await self._areset(conn, leftover)
 
     async def _areset(self, conn: PooledConnection, leftover: Any) -> None:
         """Roll back and give back (closed if that cannot be done quickly)."""
         if leftover is not None or conn.more_results():
-            self.pool._checkin(conn, reusable=False)  # as in finish()
+            self.pool.checkin(conn, reusable=False)  # as in finish()
             return
         reusable = True
         try:
@@ -222,11 +245,10 @@ class Lease:
                         # reused. If the server answered, it is in step:
                         # nothing to KILL.
                         reusable = False
-                        if server_answered(exc):
-                            conn.pending = False
+                        conn.in_step_after(exc)
         finally:
             # A cut-off rollback leaves conn.pending set: closed and KILLed.
-            self.pool._checkin(conn, reusable=reusable)
+            self.pool.checkin(conn, reusable=reusable)
 
     async def __aenter__(self) -> Lease:
         # Not entered with `async with`: defined so that a lease is an async
@@ -276,27 +298,27 @@ def _drain(conn: PooledConnection, leftover: Any) -> None:
         conn.discard_result()
 
 
-class AsyncLease:
+class CursorContext:
     """``async with``: a cursor on a connection of its own, given back at the end
     (see :meth:`Pool.lease` and :meth:`Pool.cursor`)."""
 
     __slots__ = ("_lease", "_make", "_pool")
 
     def __init__(
-        self, pool: Pool, make: Callable[[Pool, PooledConnection], Lease]
+        self, pool: LendingPool, make: Callable[[LendingPool, PooledConnection], Lease]
     ) -> None:
         self._pool = pool
         self._make = make
 
     async def __aenter__(self) -> Any:
         pool = self._pool
-        conn = pool.take_idle() or await pool._aacquire(
+        conn = pool.take_idle() or await pool.aacquire(
             pool.acquire_timeout, check=False
         )
         try:
             self._lease = self._make(pool, conn)
         except BaseException:
-            pool._checkin(conn, reusable=False)
+            pool.checkin(conn, reusable=False)
             raise
         return self._lease.cursor
 

@@ -14,19 +14,19 @@ from typing import Any, cast, overload
 from starlette.applications import Starlette
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Host, Mount
+from typing_extensions import Unpack
 
 from ._config import make_config
 from ._context import BindPool, register, unregister
 from ._handlers import add_handlers
-from ._pool import (
-    DEFAULT_ACQUIRE_TIMEOUT,
-    DEFAULT_MAX_IDLE,
-    DEFAULT_MAX_LIFETIME,
+from ._options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_TIMEOUT,
-    Pool,
+    PoolOptions,
+    Settings,
+    check_shutdown_timeout,
     default_max_size,
 )
+from ._pool import Pool
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -40,16 +40,10 @@ StatefulLifespan = Callable[[Any], AbstractAsyncContextManager[State]]
 def mysql_pool_lifespan(
     cfg: Mapping[str, Any] | str,
     *,
-    size: int | None = ...,
-    fillup: bool = ...,
-    timeout: float = ...,
     lifespan: StatefulLifespan,
-    max_size: int | None = ...,
-    acquire_timeout: float = ...,
-    max_lifetime: float | None = ...,
-    max_idle: float = ...,
     shutdown_timeout: float = ...,
     handle_errors: bool = ...,
+    **options: Unpack[PoolOptions],
 ) -> StatefulLifespan: ...
 
 
@@ -57,32 +51,20 @@ def mysql_pool_lifespan(
 def mysql_pool_lifespan(
     cfg: Mapping[str, Any] | str,
     *,
-    size: int | None = ...,
-    fillup: bool = ...,
-    timeout: float = ...,
     lifespan: StatelessLifespan | None = ...,
-    max_size: int | None = ...,
-    acquire_timeout: float = ...,
-    max_lifetime: float | None = ...,
-    max_idle: float = ...,
     shutdown_timeout: float = ...,
     handle_errors: bool = ...,
+    **options: Unpack[PoolOptions],
 ) -> StatelessLifespan: ...
 
 
 def mysql_pool_lifespan(
     cfg: Mapping[str, Any] | str,
     *,
-    size: int | None = None,
-    fillup: bool = True,
-    timeout: float = DEFAULT_TIMEOUT,
     lifespan: StatelessLifespan | StatefulLifespan | None = None,
-    max_size: int | None = None,
-    acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
-    max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
-    max_idle: float = DEFAULT_MAX_IDLE,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     handle_errors: bool = True,
+    **options: Unpack[PoolOptions],
 ) -> StatelessLifespan | StatefulLifespan:
     """A lifespan for ``FastAPI(lifespan=...)`` that owns a MySQL pool.
 
@@ -97,39 +79,29 @@ def mysql_pool_lifespan(
     An app runs one pool at a time: a second start while one runs raises
     ``RuntimeError``; so does an event loop other than asyncio's (trio).
 
-    *cfg* is a dict of ``MySQLdb.connect`` arguments or a ``mysql://`` URL. The
-    other arguments are :class:`Pool`'s.
+    *cfg* is a dict of ``MySQLdb.connect`` arguments or a ``mysql://`` URL;
+    *options* are :class:`Pool`'s (see :class:`PoolOptions`).
     """
     config = make_config(cfg)
-    pool_options: dict[str, Any] = {
-        "size": size,
-        "timeout": timeout,
-        "fillup": fillup,
-        "max_size": max_size,
-        "acquire_timeout": acquire_timeout,
-        "max_lifetime": max_lifetime,
-        "max_idle": max_idle,
-    }
     # Fail where the app is defined, not at its first startup.
-    Pool.check_options(**pool_options)
-    if shutdown_timeout < 0:
-        raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout}")
+    follow_thread_limit = Settings.of(options).max_size is None
+    check_shutdown_timeout(shutdown_timeout)
     if lifespan is not None and inspect.isasyncgenfunction(lifespan):
         lifespan = asynccontextmanager(lifespan)  # as Starlette accepts it
 
     @asynccontextmanager
     async def pool_lifespan(app: Any) -> AsyncIterator[State | None]:
         _require_asyncio()
-        pool = Pool(config, open=False, **pool_options)
+        pool = Pool(config, open=False, **options)
         register(app, pool)  # refuses a second start of a running app
         try:
             await pool.aopen()
             _install(app, pool, handle_errors)
             async with nullcontext() if lifespan is None else lifespan(app) as state:
-                if max_size is None:
+                if follow_thread_limit:
                     # The default follows the worker-thread limit, which the
                     # app's own startup may have just raised (or lowered).
-                    pool._set_max_size(default_max_size(pool.size))
+                    pool.set_max_size(default_max_size(pool.size))
                 logger.info("MySQL pool ready: %r", pool)
                 yield state
         finally:

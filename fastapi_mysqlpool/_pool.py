@@ -7,12 +7,14 @@ What it adds to the base class, and why:
 - checks before use, so dead connections (restart, ``KILL``, ``wait_timeout``)
   never reach a request when a live one can be had: a poll of the socket every
   time (a closed connection has an EOF to read), a round trip after more than
-  ``CHECK_IDLE_AFTER`` idle; plus a jittered ``max_lifetime`` and a keepalive;
+  ``CHECK_IDLE_AFTER`` idle (see PooledConnection's health methods); plus a
+  jittered ``max_lifetime`` and a keepalive (see _housekeeper);
 - a broken connection is discarded alone: the base drains and refills the whole
   pool synchronously while every other caller gets ``DrainedError``;
 - connections come back clean (rolled back; a changed session is reset off
   the request path, or closed);
-- fail-fast with backoff while the server is down, and a background refill;
+- fail-fast with backoff while the server is down (see _connector), and a
+  background refill;
 - a statement that outlasts ``read_timeout`` is KILLed (the server would run
   it on) before its error is raised, its slot kept until then;
 - connects for the event loop run in threads of the pool's own, within
@@ -22,6 +24,10 @@ What it adds to the base class, and why:
 Threads (background tasks, ``fetch()``) and the event loop (dependencies) share
 one pool: bookkeeping happens under ``_lock`` and never around I/O, and waiters
 are ``concurrent.futures.Future`` objects, which both worlds can wait on.
+
+Pool builds on _slots (where each connection is, the queue, check-in); the
+maintenance thread is _housekeeper's, connecting _connector's, the options
+_options'.
 """
 
 from __future__ import annotations
@@ -32,132 +38,63 @@ import contextlib
 import functools
 import logging
 import math
-import random
-import threading
 import time
-from collections import deque
-from collections.abc import Generator, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from collections.abc import Generator, Mapping
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-import MySQLdb
 from mysqlclient_pool import ConnectionPool
 from MySQLdb.cursors import BaseCursor, Cursor
+from typing_extensions import Unpack
 
 from . import _aio
-from ._config import (
-    DEFAULT_CONNECT_TIMEOUT,
-    ConnectConfig,
-    make_config,
-    required_tls,
+from ._backoff import Backoff
+from ._config import ConnectConfig, make_config
+from ._connection import (
+    CHECK_TIMEOUT,
+    PooledConnection,
+    close_all,
 )
-from ._connection import PooledConnection
+from ._connector import BACKOFF_FIRST, BACKOFF_MAX, Connector, describe
 from ._cursors import leased_cursor_class
 from ._errors import (
-    BUSY_ERRNOS,
     LOGIN_ERRNOS,
-    BusyError,
-    DrainedError,
     PoolClosed,
     PoolStartupError,
     PoolTimeout,
-    QueryTimeout,
     errno_of,
-    server_answered,
 )
-from ._lease import AsyncLease, Lease
+from ._housekeeper import Housekeeper
+from ._lease import CursorContext, Lease
+from ._options import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    PoolLimits,
+    PoolOptions,
+    Settings,
+    default_max_size,
+)
+from ._slots import OPEN_ONE, Slots
+from ._stats import PoolStats
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
-DEFAULT_SIZE: Final = 10
-DEFAULT_TIMEOUT: Final = 5.0
-DEFAULT_ACQUIRE_TIMEOUT: Final = 3.0
-DEFAULT_MAX_LIFETIME: Final = 30 * 60.0
-DEFAULT_MAX_IDLE: Final = 10 * 60.0
-DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
-#: anyio's default number of worker threads, the ceiling on concurrent sync routes.
-DEFAULT_THREAD_TOKENS: Final = 40
-
-#: Idle for longer than this, a connection gets a round trip before use (HikariCP:
-#: 500 ms); a peer that vanished without closing the socket shows no other sign.
-CHECK_IDLE_AFTER: Final = 0.5
-#: How long a check of a connection (a round trip) may take before the
-#: connection counts as dead: the C client's own ping has no limit.
-CHECK_TIMEOUT: Final = 5.0
-#: Idle connections are pinged this often, so no firewall or server drops them.
-KEEPALIVE_INTERVAL: Final = 120.0
 #: Threads that open connections for the event loop (and KILL the sessions of
 #: its timed-out statements), so that never waits for one of anyio's worker
 #: threads, which sync routes may all hold (as HikariCP's
 #: addConnectionExecutor; mysqlclient has no non-blocking connect).
 CONNECT_THREADS: Final = 4
-#: How long a KILL waits for the session to end (a rollback can take a while)
-#: before its slot is given up anyway.
-KILL_WAIT: Final = 5.0
-
-_LIFETIME_JITTER = 0.025  # as HikariCP: spread the retirements of a batch
-_BACKOFF_FIRST = 0.05
-_BACKOFF_MAX = 0.5  # the pool notices a server that came back within this
-# The housekeeper looks at idle connections at least this often, so a server
-# restart is noticed (and the pool refilled) without waiting for traffic.
-_HOUSEKEEPER_MAX_SLEEP = 1.0
-# After a failed refill the housekeeper waits at least this long (doubling up
-# to _REFILL_RETRY_MAX): a server answering "too many connections" sets no
-# backoff for requests, which should keep trying, but must not be hammered.
-_REFILL_RETRY_FIRST = 0.1
-_REFILL_RETRY_MAX = 2.0
-# Returned connections with a changed session waiting for the housekeeper to
-# reset them; beyond this many, the next ones are closed instead.
-_RESETS_QUEUED_MAX = 4
-
-# Handed to a waiter instead of a connection: "a slot is free, open one".
-_SLOT: Final = object()
 
 
-@dataclass(frozen=True)
-class PoolStats:
-    """A snapshot of a pool. Counters run from the pool's creation."""
-
-    #: Open connections: idle, in use or being checked.
-    size: int
-    idle: int
-    in_use: int
-    #: Callers queued for a connection.
-    waiting: int
-    max_size: int
-    #: Connections opened and closed.
-    opened: int
-    closed: int
-    #: Connections whose changed session was reset (not closed) before reuse.
-    resets: int
-    #: Failed connection attempts and connections found dead.
-    errors: int
-    #: Connections handed out, and callers that gave up after ``acquire_timeout``.
-    requests: int
-    timeouts: int
-    #: Seconds callers spent queued, in total.
-    wait_time: float
-
-
-def default_max_size(size: int) -> int:
-    """At least *size*; by default as many as the worker threads of sync routes."""
-    try:
-        tokens = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
-    except Exception:  # no event loop running: anyio's default
-        tokens = DEFAULT_THREAD_TOKENS
-    return max(size, tokens)
-
-
-class Pool(ConnectionPool):
+class Pool(Slots, ConnectionPool):
     """A bounded, self-healing pool of ``MySQLdb`` connections.
 
     ``config``, ``size``, ``timeout`` and ``fillup`` mean what they mean in
-    mysqlclient-pool (``size`` connections are kept open, 10 by default or
-    ``max_size`` if lower; ``fillup`` opens them at once, retrying for up to
-    ``timeout`` seconds). ``fetch()`` lends a cursor
-    as it does there. The keyword-only arguments are this library's additions.
+    mysqlclient-pool; ``fetch()`` lends a cursor as it does there. The
+    keyword-only options are this library's additions; every option is
+    described in :class:`PoolOptions`. With ``open=False``, :meth:`open`
+    (or :meth:`aopen`) starts the pool.
     """
 
     def __init__(
@@ -167,126 +104,49 @@ class Pool(ConnectionPool):
         timeout: float = DEFAULT_TIMEOUT,
         fillup: bool = True,
         *,
-        max_size: int | None = None,
-        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
-        max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
-        max_idle: float = DEFAULT_MAX_IDLE,
         open: bool = True,
+        **limits: Unpack[PoolLimits],
     ) -> None:
-        self.check_options(
-            size=size,
-            timeout=timeout,
-            max_size=max_size,
-            acquire_timeout=acquire_timeout,
-            max_lifetime=max_lifetime,
-            max_idle=max_idle,
-        )
-        if size is None:
-            size = DEFAULT_SIZE if max_size is None else min(DEFAULT_SIZE, max_size)
-        if max_size is None:
-            max_size = default_max_size(size)
+        options: PoolOptions = {"size": size, "timeout": timeout, "fillup": fillup}
+        self.settings = settings = Settings.of({**options, **limits})
         # The base would fill up here, blocking and unbounded: open() does it.
-        super().__init__(make_config(config), size=size, timeout=0, fillup=False)
+        # (A ConnectConfig is made already: by the lifespan.)
+        if not isinstance(config, ConnectConfig):
+            config = make_config(config)
+        super().__init__(config, size=settings.size, timeout=0, fillup=False)
         self.config: ConnectConfig
-        self.max_size = max_size
-        self.timeout = timeout
-        self.acquire_timeout = acquire_timeout
-        self.max_lifetime = max_lifetime
-        self.max_idle = max_idle
-        self.fillup = fillup
-        self._required_tls = required_tls(self.config)
+        self.max_size = settings.max_size or default_max_size(settings.size)
+        self.timeout = settings.timeout
+        self.acquire_timeout = settings.acquire_timeout
+        self.max_lifetime = settings.max_lifetime
+        self.max_idle = settings.max_idle
+        self.fillup = settings.fillup
 
-        self._lock = threading.Lock()
-        # Wakes the housekeeper, and close() waiting for connections to return.
-        self._cond = threading.Condition(self._lock)
-        # Idle connections, most recently returned on the right: taken LIFO so
-        # the busy ones stay warm and the rest can age out.
-        self._idle: deque[PooledConnection] = self._pool  # type: ignore[assignment]
-        self._in_use = 0
-        self._opening = 0
-        self._checking = 0
-        self._waiters: deque[concurrent.futures.Future[Any]] = deque()
-        self._closing = False
-        self._drained_waiters: list[concurrent.futures.Future[None]] = []
-        # Server sessions (id, client address) of connections closed
-        # mid-query, to KILL.
-        self._doomed: list[tuple[int, str | None]] = []
-        self._down_until = 0.0
-        self._backoff = 0.0
-        self._refill_retry_at = 0.0
-        self._refill_delay = 0.0
-        self._last_error: str | None = None
-        self._housekeeper: threading.Thread | None = None
-        self._connector = concurrent.futures.ThreadPoolExecutor(
+        self._init_slots(self._pool)  # type: ignore[arg-type]
+        self._connect_threads = concurrent.futures.ThreadPoolExecutor(
             CONNECT_THREADS, thread_name_prefix="fastapi-mysqlpool-connect"
         )
-        # One KILL connection at a time: the server sees at most max_size + 1.
-        self._kill_lock = threading.Lock()
-        # Returned connections whose session changed, for the housekeeper to
-        # reset (counted in _checking meanwhile).
-        self._resets: list[PooledConnection] = []
-        # Stats counters.
-        self._opened = self._closed_count = self._errors = self._resets_done = 0
-        self._requests = self._timeouts = 0
-        self._wait_time = 0.0
+        self.housekeeper = Housekeeper(self, connect_threads=self._connect_threads)
+        self._connector = Connector(
+            self.config,
+            max_lifetime=self.max_lifetime,
+            lock=self._lock,
+            counters=self.counters,
+            killer=self.housekeeper,
+        )
+        self.connect_backoff = self._connector.backoff
         if open:
             self.open()
 
-    @staticmethod
-    def check_options(
-        *,
-        size: int | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        fillup: bool = True,
-        max_size: int | None = None,
-        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
-        max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
-        max_idle: float = DEFAULT_MAX_IDLE,
-    ) -> None:
-        """Raise ``ValueError`` for an option out of range or of the wrong type.
-
-        Counts are ints (a bool is not one); times are real numbers, never
-        NaN, which compares false with everything and would disable a limit.
-        """
-        _check_count("size", size, 0)
-        _check_count("max_size", max_size, 1)
-        if max_size is not None and size is not None and max_size < size:
-            raise ValueError(f"max_size ({max_size}) must be >= size ({size})")
-        _check_time("timeout", timeout)
-        if not 0 <= timeout < math.inf:
-            raise ValueError(f"timeout must be >= 0 and finite, got {timeout}")
-        _check_time("acquire_timeout", acquire_timeout)
-        if not 0 < acquire_timeout < math.inf:
-            raise ValueError(
-                f"acquire_timeout must be > 0 and finite, got {acquire_timeout}"
-            )
-        # Infinite lifetimes and idle times make sense: never retire.
-        if max_lifetime is not None:
-            _check_time("max_lifetime", max_lifetime)
-            if max_lifetime <= 0:
-                raise ValueError(
-                    f"max_lifetime must be > 0 or None, got {max_lifetime}"
-                )
-        _check_time("max_idle", max_idle)
-        if max_idle <= 0:
-            raise ValueError(f"max_idle must be > 0, got {max_idle}")
-
-    def _set_max_size(self, max_size: int) -> None:
-        """Change the cap of a running pool: callers queued get the slots it
-        adds; below a lowered cap, no connection opens until the pool is under
-        it."""
-        with self._lock:
-            self.max_size = max_size
-            while self._waiters and self._total_locked() < max_size:
-                self._opening += 1
-                if not self._handoff_locked(_SLOT):
-                    self._opening -= 1
-                    break
+    @property
+    def target(self) -> str:
+        """The server, as messages name it."""
+        return self.config.target
 
     def __repr__(self) -> str:
         with self._lock:
-            state = "closed" if self._closing else "open"
-            counts = f"idle={len(self._idle)} in_use={self._in_use}"
+            state = "closed" if self.closing else "open"
+            counts = f"idle={len(self.idle)} in_use={self._in_use}"
         return (
             f"<{type(self).__name__} {self.config.target} {state} "
             f"size={self.size} max_size={self.max_size} {counts}>"
@@ -308,7 +168,7 @@ class Pool(ConnectionPool):
             except BaseException:
                 self._close_idle()
                 raise
-        self._start_housekeeper()
+        self.housekeeper.start()
 
     async def aopen(
         self, wait: bool | None = None, timeout: float | None = None
@@ -325,11 +185,11 @@ class Pool(ConnectionPool):
         if not self._begin_close():
             return
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self.cond:
             while (
                 self._busy_locked() and (remaining := deadline - time.monotonic()) > 0
             ):
-                self._cond.wait(remaining)
+                self.cond.wait(remaining)
         self._finish_close()
 
     async def aclose(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
@@ -349,38 +209,18 @@ class Pool(ConnectionPool):
         # Joins the housekeeper, which may be in the middle of a connect.
         await anyio.to_thread.run_sync(self._finish_close)
 
-    def _begin_close(self) -> bool:
-        with self._cond:
-            if self._closing:
-                return False
-            self._closing = True
-            waiters = list(self._waiters)
-            self._waiters.clear()
-            self._cond.notify_all()
-        for waiter in waiters:
-            if waiter.set_running_or_notify_cancel():
-                waiter.set_exception(PoolClosed())
-        return True
-
     def _finish_close(self) -> None:
         self._closed = True
-        if self._housekeeper is not None:
-            # It may be in a connect (bounded by connect_timeout) or a check
-            # (bounded by CHECK_TIMEOUT); it exits at its next step.
-            self._housekeeper.join(CHECK_TIMEOUT + self._connect_timeout())
+        # It may be in a connect (bounded by connect_timeout) or a check
+        # (bounded by CHECK_TIMEOUT); it exits at its next step.
+        self.housekeeper.finish(CHECK_TIMEOUT + self._connector.connect_timeout())
         # Connects under way finish (bounded by connect_timeout): a caller that
         # gave up left its connection to the idle set, closed here.
-        self._connector.shutdown(wait=True)
+        self._connect_threads.shutdown(wait=True)
         self._close_idle()
         with self._lock:
             self._drained_waiters.clear()
-            resets, self._resets = self._resets, []
-        for conn in resets:  # left by a housekeeper that did not stop in time
-            self._reset(conn)
-        with self._lock:
-            doomed, self._doomed = self._doomed, []
-        if doomed:  # left by the housekeeper, which is gone
-            self._kill_sessions(doomed)
+        self.housekeeper.do_leftovers()
         with self._lock:
             left = self._busy_locked()
         if left:
@@ -397,298 +237,61 @@ class Pool(ConnectionPool):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- mysqlclient-pool's hooks, rerouted --------------------------------
-
-    def _connection(self) -> PooledConnection:
-        return self._connect()
-
-    def _load(self, timeout: float = 0) -> None:
-        self._fill(timeout)
-
-    def _pull(self) -> PooledConnection:
-        return self._acquire(self.acquire_timeout)
-
-    def _release(self, connection: Any) -> None:
-        self._checkin(connection, reusable=True)
-
-    def _reload(self) -> None:
-        # The base drains the whole pool on one dropped connection; here dead
-        # idle connections are found by the check before use instead.
-        return
-
-    def _drain(self) -> None:
-        self._close_idle()
-
     # -- opening connections -------------------------------------------------
 
-    def _connect_timeout(self) -> int:
-        return int(self.config.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
-
-    def _connect(self, connect_timeout: int | None = None) -> PooledConnection:
+    def connect(self, connect_timeout: int | None = None) -> PooledConnection:
         """Open one connection (blocking). Raises DrainedError or BusyError."""
-        config = self.config
-        if connect_timeout is not None:
-            # A ConnectConfig: a frame's locals, shown by some error trackers,
-            # must not hold the password in a plain dict.
-            config = ConnectConfig({**config, "connect_timeout": connect_timeout})
-        try:
-            conn = PooledConnection(**config)
-            try:
-                wait_timeout, server_host = conn.setup_session()
-                if self._required_tls is not None:
-                    _check_encrypted(conn, self._required_tls)
-            except BaseException:
-                _close_quietly(conn)
-                raise
-        except MySQLdb.Error as exc:
-            raise self._connect_failed(exc) from exc
-        now = time.monotonic()
-        conn.returned_at = conn.alive_at = now
-        conn.wait_timeout = float(wait_timeout)
-        conn.server_host = server_host
-        conn.read_timeout = config.get("read_timeout") or None  # 0: no limit
-        conn.killer = self
-        # Compressed packets have another header: _wire cannot read them.
-        conn.plain_wire = not config.get("compress")
-        lifetime = self.max_lifetime
-        conn.expires_at = (
-            math.inf
-            if lifetime is None
-            else now + lifetime * (1 - random.uniform(0, _LIFETIME_JITTER))  # noqa: S311
-        )
-        with self._lock:
-            self._opened += 1
-            self._backoff = 0.0
-            self._down_until = 0.0
-            self._last_error = None
-        return conn
-
-    def _connect_failed(self, exc: MySQLdb.Error) -> ConnectionError:
-        """Record a failed attempt; the error to raise in its place."""
-        errno = errno_of(exc)
-        reason = _describe(exc)
-        with self._lock:
-            self._errors += 1
-            self._last_error = reason
-            if errno not in BUSY_ERRNOS:
-                # Down or refusing us: back off so callers fail fast instead of
-                # all waiting on a server that cannot answer.
-                self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_FIRST)
-                jitter = random.uniform(0.8, 1.0)  # noqa: S311
-                self._down_until = time.monotonic() + self._backoff * jitter
-        if errno in BUSY_ERRNOS:
-            return _with_message(
-                BusyError(), f"{self.config.target} refused a connection: {reason}"
-            )
-        return _with_message(
-            DrainedError(), f"cannot connect to {self.config.target}: {reason}"
-        )
-
-    def _unavailable_locked(self, now: float) -> ConnectionError:
-        return _with_message(
-            DrainedError(),
-            f"{self.config.target} is unavailable ({self._last_error}); "
-            f"next attempt in {self._down_until - now:.2f} s",
-        )
+        return self._connector.connect(connect_timeout)
 
     def _fill(self, timeout: float) -> None:
         """Open connections up to ``size``, retrying until *timeout* passes."""
         deadline = time.monotonic() + timeout
-        delay = _BACKOFF_FIRST
+        backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         while True:
             with self._lock:
-                if self._closing:
+                if self.closing:
                     raise PoolClosed()
-                if self._total_locked() >= self.size:
+                if self.total_locked() >= self.size:
                     return
-                self._opening += 1
+                self.reserve_locked(1)
             remaining = deadline - time.monotonic()
-            limit = self._connect_timeout()
+            limit = self._connector.connect_timeout()
             try:
-                conn = self._connect(max(1, min(limit, math.ceil(remaining))))
+                conn = self.connect(max(1, min(limit, math.ceil(remaining))))
             except BaseException as exc:
-                self._free_slot()
+                self._unreserve()
                 if not isinstance(exc, ConnectionError):
                     raise  # not the server: a bad argument in cfg, say
                 cause = exc.__cause__ or exc
+                delay = backoff.next_delay()
                 if (
                     errno_of(cause) in LOGIN_ERRNOS
                     or time.monotonic() + delay >= deadline
                 ):
                     raise PoolStartupError(
                         f"could not open {self.size} connection(s) to "
-                        f"{self.config.target} within {timeout:g} s: {_describe(cause)}"
+                        f"{self.config.target} within {timeout:g} s: {describe(cause)}"
                     ) from None
                 time.sleep(delay)
-                delay = min(_BACKOFF_MAX, delay * 2)
                 continue
             with self._lock:
-                self._opening -= 1
-                self._put_idle_locked(conn)
-
-    # -- borrowing and returning -------------------------------------------
-
-    def _total_locked(self) -> int:
-        """Server sessions of this pool: the limit max_size applies to."""
-        return (
-            len(self._idle)
-            + self._in_use
-            + self._opening
-            + self._checking
-            + len(self._doomed)
-        )
-
-    def _busy_locked(self) -> int:
-        """Connections close() must wait for: borrowed, being opened or checked."""
-        return self._in_use + self._opening + self._checking
-
-    def _checkout_locked(
-        self, now: float, stale: list[PooledConnection], first: bool
-    ) -> PooledConnection | concurrent.futures.Future[Any] | object:
-        """Critical section: a connection, ``_SLOT`` (open one), or a waiter.
-
-        Idle connections past their lifetime, or surely dropped by the server
-        (idle beyond its ``wait_timeout``), go to *stale* to be closed unlocked.
-        """
-        if self._closing:
-            raise PoolClosed()
-        if first:
-            self._requests += 1
-        while self._idle:
-            conn = self._idle.pop()
-            if now >= conn.expires_at or now - conn.alive_at >= conn.wait_timeout:
-                self._closed_count += 1
-                stale.append(conn)
-                continue
-            self._in_use += 1
-            return conn
-        if self._total_locked() < self.max_size:
-            if self._waiters:
-                # A slot is free while callers wait (it should have been handed
-                # over already): the longest waiter gets it, this one queues.
-                self._opening += 1
-                if not self._handoff_locked(_SLOT):
-                    self._opening -= 1
-            if not self._waiters:
-                if now < self._down_until:
-                    raise self._unavailable_locked(now)
-                self._opening += 1
-                return _SLOT
-        waiter: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._waiters.append(waiter)
-        return waiter
-
-    def _acquire(self, timeout: float) -> PooledConnection:
-        """Borrow a connection, blocking the calling thread (never the loop's)."""
-        deadline = time.monotonic() + timeout
-        first = True
-        while True:
-            stale: list[PooledConnection] = []
-            with self._lock:
-                got = self._checkout_locked(time.monotonic(), stale, first)
-            first = False
-            _close_all(stale)
-            if isinstance(got, concurrent.futures.Future):
-                got = self._wait_sync(got, deadline, timeout)
-            if got is _SLOT:
-                return self._open_for_caller()
-            assert isinstance(got, PooledConnection)
-            if self._alive(got):
-                return got
-            self._checkin(got, reusable=False, failed=True)
-
-    @staticmethod
-    def _alive_at_a_glance(conn: PooledConnection) -> bool | None:
-        """The check before use, short of a round trip: False if the server
-        closed the connection, True if it was in use too recently to need a
-        round trip, None if it needs one."""
-        if conn.looks_dead():
-            return False
-        if time.monotonic() - conn.alive_at <= CHECK_IDLE_AFTER:
-            return True
-        return None
-
-    def _alive(self, conn: PooledConnection) -> bool:
-        """Check an idle connection before use (blocking: for threads)."""
-        alive = self._alive_at_a_glance(conn)
-        return conn.ping_within(CHECK_TIMEOUT) if alive is None else alive
-
-    def take_idle(self) -> PooledConnection | None:
-        """Borrowing's fast path, for the event loop: an idle connection, unchecked
-        (see :class:`Lease`), or None when only :meth:`_aacquire` can tell."""
-        now = time.monotonic()
-        with self._lock:
-            if self._closing or not self._idle:
-                return None
-            conn = self._idle[-1]
-            if now >= conn.expires_at or now - conn.alive_at >= conn.wait_timeout:
-                return None
-            self._idle.pop()
-            self._in_use += 1
-            self._requests += 1
-        return conn
-
-    async def _aalive(self, conn: PooledConnection) -> bool:
-        """:meth:`_alive` without blocking the loop."""
-        alive = self._alive_at_a_glance(conn)
-        if alive is not None:
-            return alive
-        try:
-            await _aio.ping(conn, CHECK_TIMEOUT)
-        except MySQLdb.Error as exc:  # a timeout included (see _aio.lost)
-            if not server_answered(exc):
-                return False
-            # An error answered (a user's query limit, a KILL QUERY): alive,
-            # and in step with the server.
-            conn.pending = False
-        return True
-
-    async def _aacquire(self, timeout: float, check: bool = True) -> PooledConnection:
-        """Borrow a connection without blocking the event loop.
-
-        With *check* false, the caller checks the connection itself (see
-        :class:`Lease`): each check releases the GIL, which stalls a busy
-        event loop while worker threads hold it.
-        """
-        deadline = time.monotonic() + timeout
-        first = True
-        while True:
-            stale: list[PooledConnection] = []
-            with self._lock:
-                got = self._checkout_locked(time.monotonic(), stale, first)
-            first = False
-            _close_all(stale)
-            if isinstance(got, concurrent.futures.Future):
-                got = await self._wait_async(got, deadline, timeout)
-            if got is _SLOT:
-                return await self._aopen_for_caller(deadline, timeout)
-            assert isinstance(got, PooledConnection)
-            try:
-                if not check or await self._aalive(got):
-                    return got
-            except BaseException:  # cancelled mid-ping
-                self._checkin(got, reusable=False)
-                raise
-            self._checkin(got, reusable=False, failed=True)
+                self.opened_locked(conn)
 
     def _open_for_caller(self) -> PooledConnection:
         """Open a connection into a slot the caller reserved, for the caller."""
         with self._lock:
-            now = time.monotonic()
-            if now < self._down_until:
-                # A slot handed over while the server is down: fail fast too.
-                error = self._unavailable_locked(now)
-                self._opening -= 1
-                self._slot_freed_locked()
+            # A slot handed over while the server is down: fail fast too.
+            error = self._connector.unavailable_locked(time.monotonic())
+            if error is not None:
+                self.unreserve_locked()
                 raise error
         try:
-            conn = self._connect()
+            conn = self.connect()
         except BaseException:
-            self._free_slot()
+            self._unreserve()
             raise
         with self._lock:
-            self._opening -= 1
-            self._in_use += 1
+            self.opened_for_caller_locked()
         return conn
 
     async def _aopen_for_caller(
@@ -701,9 +304,9 @@ class Pool(ConnectionPool):
             concurrent.futures.Future()
         )
         try:
-            self._connector.submit(self._open_into, handoff)
+            self._connect_threads.submit(self._open_into, handoff)
         except RuntimeError:  # closed meanwhile: no connect threads left
-            self._free_slot()
+            self._unreserve()
             raise PoolClosed() from None
         try:
             with anyio.fail_after(max(0.0, deadline - time.monotonic())):
@@ -721,16 +324,16 @@ class Pool(ConnectionPool):
                 # Cancelled: the connection goes back, or to the pool later.
                 conn = self._abandon(handoff, timed_out=False)
                 if conn is not None:
-                    self._checkin(conn, reusable=True)
+                    self.checkin(conn, reusable=True)
             raise  # else the connect's own error
 
     def _open_into(self, handoff: concurrent.futures.Future[PooledConnection]) -> None:
         """In a connect thread: open a connection into a slot reserved for the
         caller awaiting *handoff*; if it gave up meanwhile, for the pool."""
         with self._lock:
-            closing = self._closing
+            closing = self.closing
         if handoff.cancelled() or closing:
-            self._free_slot()  # to the next waiter, or the refill
+            self._unreserve()  # to the next waiter, or the refill
             if handoff.set_running_or_notify_cancel():
                 handoff.set_exception(PoolClosed())
             return
@@ -746,7 +349,7 @@ class Pool(ConnectionPool):
                 handoff.set_result(conn)
                 return
         # Abandoned: to the longest waiter, else idle (closed when closing).
-        self._checkin(conn, reusable=True)
+        self.checkin(conn, reusable=True)
 
     def _abandon(
         self, handoff: concurrent.futures.Future[PooledConnection], *, timed_out: bool
@@ -756,182 +359,112 @@ class Pool(ConnectionPool):
         with self._lock:
             if handoff.cancel():
                 if timed_out:
-                    self._timeouts += 1
+                    self.counters.timeouts += 1
                 return None
         return handoff.result(0)
 
-    def _wait_sync(
-        self, waiter: concurrent.futures.Future[Any], deadline: float, timeout: float
-    ) -> object:
-        started = time.monotonic()
-        try:
-            return waiter.result(max(0.0, deadline - started))
-        except concurrent.futures.TimeoutError:
-            return self._give_up(waiter, timeout)
-        finally:
-            self._add_wait_time(started)
+    # -- borrowing -------------------------------------------------------------
 
-    async def _wait_async(
-        self, waiter: concurrent.futures.Future[Any], deadline: float, timeout: float
-    ) -> object:
-        started = time.monotonic()
-        try:
-            with anyio.fail_after(max(0.0, deadline - started)):
-                return await asyncio.wrap_future(waiter)
-        except PoolClosed:
-            raise
-        except TimeoutError:
-            return self._give_up(waiter, timeout)
-        except BaseException:
-            self._give_up(waiter, timeout, cancelled=True)
-            raise
-        finally:
-            self._add_wait_time(started)
+    def _checkout_locked(
+        self, now: float, stale: list[PooledConnection], *, first: bool
+    ) -> PooledConnection | concurrent.futures.Future[Any] | object:
+        """Critical section: a connection, ``OPEN_ONE``, or a waiter.
 
-    def _give_up(
-        self,
-        waiter: concurrent.futures.Future[Any],
-        timeout: float,
-        cancelled: bool = False,
-    ) -> object:
-        """Leave the queue; a connection or slot that arrived meanwhile is used
-        (timeout) or given back (cancellation)."""
+        Idle connections past their lifetime, or surely dropped by the server
+        (idle beyond its ``wait_timeout``), go to *stale* to be closed unlocked.
+        """
+        if self.closing:
+            raise PoolClosed()
+        if first:
+            self.counters.requests += 1
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.stale(now):
+                self.counters.closed_some()
+                stale.append(conn)
+                continue
+            self._in_use += 1
+            return conn
+        if self.total_locked() < self.max_size:
+            if self._waiters:
+                # A slot is free while callers wait (it should have been handed
+                # over already): the longest waiter gets it, this one queues.
+                self._offer_slot_locked()
+            if not self._waiters:
+                error = self._connector.unavailable_locked(now)
+                if error is not None:
+                    raise error
+                self.reserve_locked(1)
+                return OPEN_ONE
+        waiter: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _checkout(
+        self, *, first: bool
+    ) -> PooledConnection | concurrent.futures.Future[Any] | object:
+        """:meth:`_checkout_locked`, the stale connections closed unlocked."""
+        stale: list[PooledConnection] = []
         with self._lock:
-            if waiter.cancel():
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-                got = None
-                if not cancelled:
-                    self._timeouts += 1
-            else:
-                # Handed over under this lock, so the outcome is already set.
-                got = waiter.result(0)
-        if got is None:
-            if cancelled:
-                return None
-            raise PoolTimeout(
-                f"no connection to {self.config.target} became free within "
-                f"{timeout:g} s (max_size={self.max_size}, all in use)"
-            )
-        if cancelled:
-            if got is _SLOT:
-                self._free_slot()
-            else:
-                self._checkin(got, reusable=True)
+            got = self._checkout_locked(time.monotonic(), stale, first=first)
+        close_all(stale)
         return got
 
-    def _add_wait_time(self, started: float) -> None:
-        with self._lock:
-            self._wait_time += time.monotonic() - started
+    def acquire(self, timeout: float) -> PooledConnection:
+        """Borrow a checked connection, blocking the calling thread (never the
+        loop's)."""
+        deadline = time.monotonic() + timeout
+        got = self._checkout(first=True)
+        while True:
+            if isinstance(got, concurrent.futures.Future):
+                got = self._wait_sync(got, deadline, timeout)
+            if got is OPEN_ONE:
+                return self._open_for_caller()
+            assert isinstance(got, PooledConnection)
+            if got.check_alive(time.monotonic()):
+                return got
+            self.checkin(got, reusable=False, failed=True)
+            got = self._checkout(first=False)
 
-    def _checkin(
-        self, conn: PooledConnection, reusable: bool, failed: bool = False
-    ) -> None:
-        """Give *conn* back: to a waiter, to the idle set, or closed.
-
-        *failed* counts a connection found dead in the error statistics.
-        """
+    def take_idle(self) -> PooledConnection | None:
+        """Borrowing's fast path, for the event loop: an idle connection, unchecked
+        (see :class:`Lease`), or None when only :meth:`aacquire` can tell."""
         now = time.monotonic()
-        if reusable and conn.is_reusable(now):
-            with self._lock:
-                if not self._closing:  # checked under the lock: close() races
-                    conn.returned_at = conn.alive_at = now
-                    # (No close() to wake: it is not closing.)
-                    if not self._waiters or not self._handoff_locked(conn):
-                        self._idle.append(conn)
-                        self._in_use -= 1
-                    return
-        elif reusable and conn.resettable(now):
-            with self._lock:
-                # Reset by the housekeeper, off the request's path. When it is
-                # behind, closing (and opening anew in the caller's thread)
-                # does not wait for it.
-                if (
-                    not self._closing
-                    and self._housekeeper is not None
-                    and len(self._resets) < _RESETS_QUEUED_MAX
-                ):
-                    self._in_use -= 1
-                    self._checking += 1
-                    self._resets.append(conn)
-                    self._cond.notify_all()
-                    return
-        # Closed mid-query: the server runs the query on, in a session still
-        # holding its place among max_connections, unless it is KILLed. (A
-        # broken connection's session is gone already.)
-        session = _session_of(conn) if conn.pending and not conn.broken else None
-        # Closed before its slot is freed: the server never sees max_size + 1.
-        _close_quietly(conn)
         with self._lock:
-            self._in_use -= 1
-            self._closed_count += 1
-            if failed:
-                self._errors += 1
-            if session is not None and not self._closing:
-                # The slot stays taken until the housekeeper KILLs the session.
-                self._doomed.append(session)
-                self._cond.notify_all()
-            else:
-                self._slot_freed_locked()
+            if self.closing or not self.idle:
+                return None
+            conn = self.idle[-1]
+            # conn.stale(now), written out: the hot path.
+            if now >= conn.expires_at or now - conn.alive_at >= conn.wait_timeout:
+                return None
+            self.idle.pop()
+            self._in_use += 1
+            self.counters.requests += 1
+        return conn
 
-    def _handoff_locked(self, got: object) -> bool:
-        """Give *got* (a connection or ``_SLOT``) to the longest waiter, if any."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if waiter.set_running_or_notify_cancel():
-                waiter.set_result(got)
-                return True
-        return False
+    async def aacquire(self, timeout: float, *, check: bool = True) -> PooledConnection:
+        """Borrow a connection without blocking the event loop.
 
-    def _slot_freed_locked(self) -> None:
-        """A connection went away: the longest waiter may open one instead,
-        else the housekeeper refills."""
-        if not self._closing:
-            self._opening += 1
-            if self._handoff_locked(_SLOT):
-                return
-            self._opening -= 1
-            self._cond.notify_all()
-        self._changed_locked()
-
-    def _free_slot(self) -> None:
-        with self._lock:
-            self._opening -= 1
-            self._slot_freed_locked()
-
-    def _put_idle_locked(self, conn: PooledConnection, *, unused: bool = False) -> None:
-        """A new or checked connection nobody holds: to a waiter, else idle.
-
-        An *unused* one (a keepalive's) goes to the cold end of the idle set,
-        where it was: borrowing takes the warm end, so connections beyond
-        ``size`` that callers stopped using can age out (``max_idle``).
+        With *check* false, the caller checks the connection itself (see
+        :class:`Lease`): each check releases the GIL, which stalls a busy
+        event loop while worker threads hold it.
         """
-        self._in_use += 1
-        if not self._handoff_locked(conn):
-            self._in_use -= 1
-            if unused:
-                self._idle.appendleft(conn)
-            else:
-                self._idle.append(conn)
-        self._changed_locked()
-
-    def _changed_locked(self) -> None:
-        """Fewer connections busy: wake a pending close() (only then: this runs
-        on every return, and waking the housekeeper each time would be waste)."""
-        if self._closing:
-            self._cond.notify_all()
-            if not self._busy_locked():
-                for drained in self._drained_waiters:
-                    if not drained.done():  # aclose() may have given up on it
-                        drained.set_result(None)
-                self._drained_waiters.clear()
-
-    def _close_idle(self) -> None:
-        with self._lock:
-            idle = list(self._idle)
-            self._idle.clear()
-            self._closed_count += len(idle)
-        _close_all(idle)
+        deadline = time.monotonic() + timeout
+        got = self._checkout(first=True)
+        while True:
+            if isinstance(got, concurrent.futures.Future):
+                got = await self._wait_async(got, deadline, timeout)
+            if got is OPEN_ONE:
+                return await self._aopen_for_caller(deadline, timeout)
+            assert isinstance(got, PooledConnection)
+            try:
+                if not check or await _aio.check_alive(got):
+                    return got
+            except BaseException:  # cancelled mid-ping
+                self.checkin(got, reusable=False)
+                raise
+            self.checkin(got, reusable=False, failed=True)
+            got = self._checkout(first=False)
 
     # -- lending cursors -----------------------------------------------------
 
@@ -946,8 +479,8 @@ class Pool(ConnectionPool):
         refuses any use afterwards.
         """
         cursor_class = leased_cursor_class(cursor_type)  # may raise: before borrowing
-        conn = self._acquire(self.acquire_timeout)
-        lease = Lease.of_cursor(self, conn, cursor_class, True)
+        conn = self.acquire(self.acquire_timeout)
+        lease = Lease.of_cursor(self, conn, cursor_class=cursor_class, checked=True)
         try:
             yield lease.cursor
         except BaseException as exc:
@@ -955,7 +488,7 @@ class Pool(ConnectionPool):
             raise
         lease.finish(None, commit=auto_manage)
 
-    def cursor(self, dict_rows: bool = False) -> AsyncLease:
+    def cursor(self, dict_rows: bool = False) -> CursorContext:
         """``async with pool.cursor() as cursor``: an :class:`AsyncPoolCursor` on a
         connection of its own, committed at the end (rolled back on any
         exception). Nothing in it blocks the event loop.
@@ -963,9 +496,9 @@ class Pool(ConnectionPool):
         make = functools.partial(
             Lease.of_async_cursor, dict_rows=dict_rows, checked=False
         )
-        return AsyncLease(self, make)
+        return CursorContext(self, make)
 
-    def lease(self, cursor_type: type[BaseCursor] = Cursor) -> AsyncLease:
+    def lease(self, cursor_type: type[BaseCursor] = Cursor) -> CursorContext:
         """``async with pool.lease() as cursor``: :meth:`fetch` for the event loop.
 
         Borrowing, commit and rollback never block the loop; the cursor is a
@@ -976,363 +509,17 @@ class Pool(ConnectionPool):
             cursor_class=leased_cursor_class(cursor_type),
             checked=False,
         )
-        return AsyncLease(self, make)
-
-    # -- housekeeping ----------------------------------------------------------
-
-    def _start_housekeeper(self) -> None:
-        if self._housekeeper is None:
-            self._housekeeper = threading.Thread(
-                target=self._housekeep,
-                name="fastapi-mysqlpool-housekeeper",
-                daemon=True,
-            )
-            self._housekeeper.start()
-
-    def _housekeep(self) -> None:
-        """Refill to ``size``, keep idle connections alive, retire old ones,
-        KILL abandoned sessions. An unexpected error is logged, not fatal."""
-        while True:
-            try:
-                if not self._housekeep_once():
-                    return
-            except Exception:
-                logger.exception("pool housekeeper for %s failed", self.config.target)
-                with self._cond:  # and no busy loop on a lasting fault
-                    if self._closing:
-                        return
-                    self._cond.wait(_HOUSEKEEPER_MAX_SLEEP)
-
-    def _housekeep_once(self) -> bool:
-        with self._lock:
-            resets, self._resets = self._resets, []
-            closing = self._closing  # then none can be queued any more
-        for conn in resets:  # first: a caller may be waiting for one
-            self._reset(conn)
-        if closing:
-            return False
-        with self._cond:
-            if self._closing:
-                return True  # once more: resets queued meanwhile are closed
-            now = time.monotonic()
-            retire, check = self._sort_idle_locked(now)
-            doomed = list(self._doomed)
-            refill = 0
-            if now >= max(self._down_until, self._refill_retry_at):
-                refill = max(0, self.size - self._total_locked())
-                self._opening += refill
-            if not (retire or check or refill or doomed):
-                if not self._resets:
-                    self._cond.wait(self._next_deadline_locked(now) - now)
-                return True
-        _close_all(retire)
-        if doomed:
-            try:
-                self._kill_sessions(doomed)
-            finally:
-                with self._lock:
-                    for session in doomed:
-                        self._doomed.remove(session)
-                        self._slot_freed_locked()
-        for conn in check:
-            self._keepalive(conn)
-        self._refill(refill)
-        return True
-
-    def _refill(self, slots: int) -> None:
-        """Open connections into *slots* slots reserved for them. On a failure
-        the rest go to waiters (who then fail fast while the server is down),
-        and the next refill waits a while."""
-        opened = 0
-        try:
-            while opened < slots:
-                conn = self._connect()
-                with self._lock:
-                    opened += 1
-                    self._opening -= 1
-                    self._put_idle_locked(conn)
-        except BaseException as exc:
-            with self._lock:
-                for _ in range(slots - opened):
-                    self._opening -= 1
-                    self._slot_freed_locked()
-                self._refill_delay = min(
-                    _REFILL_RETRY_MAX, self._refill_delay * 2 or _REFILL_RETRY_FIRST
-                )
-                self._refill_retry_at = time.monotonic() + self._refill_delay
-            if not isinstance(exc, ConnectionError):
-                raise
-        else:
-            with self._lock:
-                self._refill_delay = 0.0
-
-    def _sort_idle_locked(
-        self, now: float
-    ) -> tuple[list[PooledConnection], list[PooledConnection]]:
-        """Take out the idle connections to retire and those to ping."""
-        retire: list[PooledConnection] = []
-        check: list[PooledConnection] = []
-        keep: list[PooledConnection] = []
-        surplus = self._total_locked() - self.size
-        for conn in self._idle:  # longest unused first
-            # Pings keep a session alive, but do not make it used: max_idle
-            # counts from its last caller, the rest from its last answer.
-            silent_for = now - conn.alive_at
-            if conn.looks_dead():
-                self._errors += 1
-                retire.append(conn)
-                surplus -= 1
-            elif (
-                now >= conn.expires_at
-                or silent_for >= conn.wait_timeout
-                or (surplus > 0 and now - conn.returned_at >= self.max_idle)
-            ):
-                retire.append(conn)
-                surplus -= 1
-            elif silent_for >= _keepalive_after(conn):
-                check.append(conn)
-            else:
-                keep.append(conn)
-        self._idle.clear()
-        self._idle.extend(keep)
-        self._closed_count += len(retire)
-        self._checking += len(check)
-        return retire, check
-
-    def _kill_sessions(self, sessions: list[tuple[int, str | None]]) -> int:
-        """KILL the server sessions of connections closed mid-query, or whose
-        statement timed out; wait (up to ``KILL_WAIT``) until they are gone.
-        Returns how many were found and killed.
-
-        Through a short-lived connection of its own (as psycopg sends cancel
-        requests): the pool may be full of the very sessions to kill. Only a
-        session still seen from the same client address is killed: after a
-        restart or a failover, or behind a load balancer, the same id may be
-        someone else's.
-        """
-        with self._kill_lock:
-            try:
-                conn = self._connect()
-            except ConnectionError as exc:  # the sessions probably died with it
-                logger.warning("could not KILL abandoned sessions: %s", exc)
-                return 0
-            conn.killer = None  # its own timeout must not come back here
-            killed: list[int] = []
-            try:
-                for session, host in sessions:
-                    if host is None:
-                        continue
-                    with contextlib.suppress(MySQLdb.Error):  # ended meanwhile
-                        conn.query(
-                            b"SELECT host FROM information_schema.processlist "
-                            b"WHERE id = %d" % session
-                        )
-                        if conn.store_result().fetch_row() == ((host,),):
-                            conn.query(b"KILL %d" % session)
-                            killed.append(session)
-                if killed:
-                    with contextlib.suppress(MySQLdb.Error):
-                        _wait_gone(conn, killed)
-            finally:
-                _close_quietly(conn)
-                with self._lock:
-                    self._closed_count += 1
-        return len(killed)
-
-    # -- read timeouts (see SessionKiller) --------------------------------------
-
-    def _kill_after_timeout(
-        self, conn: PooledConnection, timeout: float
-    ) -> MySQLdb.OperationalError | None:
-        """A statement on *conn* got no answer within *timeout*: KILL its
-        session, so that the statement and its transaction (row locks) stop.
-        The caller holds *conn*, hence its slot, until this returns.
-
-        The error to raise if the session was killed: the server is
-        reachable, so the statement was slow (:class:`QueryTimeout`). None
-        if it was not (unreachable, or the session gone): the connection was
-        lost, as far as anyone can tell.
-        """
-        if not self._kill_sessions([_session_of(conn)]):
-            return None
-        return QueryTimeout(
-            2013,
-            f"no answer from {self.config.target} within {timeout:g} s "
-            "(read_timeout): the statement was killed",
-        )
-
-    async def _akill_after_timeout(
-        self, conn: PooledConnection, timeout: float
-    ) -> MySQLdb.OperationalError | None:
-        """:meth:`_kill_after_timeout` in a connect thread, for the event loop."""
-        error = None
-        # Shielded: a cancelled caller must still hold the slot until then.
-        with anyio.CancelScope(shield=True):
-            try:
-                job = self._connector.submit(self._kill_after_timeout, conn, timeout)
-            except RuntimeError:  # the pool is closed: no connect threads left
-                error = await anyio.to_thread.run_sync(
-                    self._kill_after_timeout, conn, timeout
-                )
-            else:
-                error = await asyncio.wrap_future(job)
-        return error
-
-    def _reset(self, conn: PooledConnection) -> None:
-        """Reset a returned connection's session (see
-        PooledConnection.reset_session), then lend it or put it back idle;
-        closed if that fails or the pool is closing."""
-        with self._lock:
-            closing = self._closing
-        done = not closing and conn.reset_session()
-        with self._lock:
-            self._checking -= 1
-            if done and not self._closing:
-                self._resets_done += 1
-                self._put_idle_locked(conn)
-                return
-            self._checking += 1
-        _close_quietly(conn)
-        with self._lock:
-            self._checking -= 1
-            self._closed_count += 1
-            if not (done or closing):
-                self._errors += 1
-            self._slot_freed_locked()
-
-    def _keepalive(self, conn: PooledConnection) -> None:
-        alive = conn.ping_within(CHECK_TIMEOUT)
-        if alive:
-            with self._lock:
-                self._checking -= 1
-                if not self._closing:
-                    conn.alive_at = time.monotonic()
-                    self._put_idle_locked(conn, unused=True)
-                    return
-                self._checking += 1
-        _close_quietly(conn)
-        with self._lock:
-            self._checking -= 1
-            self._closed_count += 1
-            if not alive:
-                self._errors += 1
-            self._slot_freed_locked()
-
-    def _next_deadline_locked(self, now: float) -> float:
-        deadline = now + _HOUSEKEEPER_MAX_SLEEP
-        if self._total_locked() < self.size:
-            deadline = min(deadline, max(self._down_until, self._refill_retry_at))
-        # max_idle only retires connections beyond size: counting it for the
-        # others would wake the housekeeper in a loop once they idle that long.
-        surplus = self._total_locked() > self.size
-        for conn in self._idle:
-            deadline = min(
-                deadline,
-                conn.expires_at,
-                conn.alive_at + _keepalive_after(conn),
-                conn.returned_at + self.max_idle if surplus else math.inf,
-            )
-        # Never spin: nothing here needs finer timing than this.
-        return max(deadline, now + 0.01)
+        return CursorContext(self, make)
 
     # -- introspection -----------------------------------------------------------
 
     def stats(self) -> PoolStats:
         """A consistent snapshot of the pool's state and counters."""
         with self._lock:
-            return PoolStats(
-                size=len(self._idle) + self._in_use + self._checking,
-                idle=len(self._idle),
+            return self.counters.snapshot(
+                size=len(self.idle) + self._in_use + self._checking,
+                idle=len(self.idle),
                 in_use=self._in_use,
                 waiting=len(self._waiters),
                 max_size=self.max_size,
-                opened=self._opened,
-                closed=self._closed_count,
-                resets=self._resets_done,
-                errors=self._errors,
-                requests=self._requests,
-                timeouts=self._timeouts,
-                wait_time=self._wait_time,
             )
-
-
-def _check_count(name: str, value: object, minimum: int) -> None:
-    """None (the default) or an int, not a bool, not a float."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_time(name: str, value: object) -> None:
-    """Seconds: an int or a float, not a bool, not NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must be a number of seconds, got nan")
-
-
-def _keepalive_after(conn: PooledConnection) -> float:
-    return min(KEEPALIVE_INTERVAL, conn.wait_timeout / 2)
-
-
-_E = TypeVar("_E", bound=BaseException)
-
-
-def _with_message(exc: _E, message: str) -> _E:
-    # mysqlclient-pool's errors take no message; ours name the server.
-    exc.args = (message,)
-    return exc
-
-
-def _describe(exc: BaseException) -> str:
-    """``(2003) Can't connect...``: a MySQL error without its Python wrapping."""
-    errno = errno_of(exc)
-    if errno is not None and len(exc.args) > 1:
-        return f"({errno}) {exc.args[1]}"
-    return str(exc) or type(exc).__name__
-
-
-def _session_of(conn: PooledConnection) -> tuple[int, str | None]:
-    return conn.session_id, conn.server_host
-
-
-def _wait_gone(conn: PooledConnection, sessions: list[int]) -> None:
-    """Until the server no longer lists *sessions* (KILL only flags them: a
-    killed session ends once it notices, after rolling back)."""
-    listed = b"SELECT COUNT(*) FROM information_schema.processlist WHERE id IN (%s)"
-    query = listed % b",".join(b"%d" % session for session in sessions)
-    deadline = time.monotonic() + KILL_WAIT
-    while True:
-        conn.query(query)
-        ((count,),) = conn.store_result().fetch_row()
-        if not count or time.monotonic() > deadline:
-            return
-        time.sleep(0.005)  # a poll: the server offers nothing to wait on
-
-
-def _check_encrypted(conn: PooledConnection, required: str) -> None:
-    """Refuse a connection that *required* (what in cfg asked for TLS) wanted
-    encrypted but is not: libmariadb lets ssl_mode=REQUIRED and ``ssl`` fall
-    back to plaintext. The server's word, one round trip per new connection."""
-    conn.query(b"SHOW SESSION STATUS LIKE 'Ssl_cipher'")
-    rows = conn.store_result().fetch_row()
-    if not rows or not rows[0][1]:
-        # 2026, CR_SSL_CONNECTION_ERROR, as libmariadb's own VERIFY_CA refusal.
-        raise MySQLdb.OperationalError(
-            2026,
-            f"TLS was required ({required}) but the server did not negotiate "
-            "it: the connection is not encrypted",
-        )
-
-
-def _close_quietly(conn: PooledConnection) -> None:
-    with contextlib.suppress(Exception):
-        conn.close()
-
-
-def _close_all(conns: Iterable[PooledConnection]) -> None:
-    for conn in conns:
-        _close_quietly(conn)

@@ -527,7 +527,7 @@ def test_a_raised_max_size_serves_callers_already_queued(db: Database) -> None:
             while pool.stats().waiting == 0:  # queued behind the held one
                 assert waiter.is_alive()
                 time.sleep(0.005)
-            pool._set_max_size(2)
+            pool.set_max_size(2)
             assert served.wait(5)  # while the first is still held
         waiter.join()
         assert pool.stats().opened == 2

@@ -23,7 +23,8 @@ from fastapi_mysqlpool import (
     Cursor,
     Pool,
     PoolTimeout,
-    _pool,
+    _connection,
+    _housekeeper,
     get_pool,
     mysql_pool_lifespan,
 )
@@ -83,7 +84,7 @@ def test_max_idle_counts_from_the_last_caller_not_the_keepalive(
 ) -> None:
     """The keepalive pings idle connections more often than max_idle: the
     connections a burst opened beyond size must still be closed."""
-    monkeypatch.setattr(_pool, "KEEPALIVE_INTERVAL", 0.05)
+    monkeypatch.setattr(_housekeeper, "KEEPALIVE_INTERVAL", 0.05)
     with Pool(db.cfg, size=1, max_size=3, max_idle=0.5) as pool:
         burst = threading.Barrier(3)
 
@@ -387,7 +388,7 @@ def test_a_server_error_ending_a_transaction_kills_nothing(
     with TestClient(app) as client:
         response = client.post(f"/{kind}/{ending}")
         pool = get_pool(app)
-        wait_until(lambda: not pool._doomed)  # the old code's KILL, if any
+        wait_until(lambda: not pool.housekeeper.to_kill)  # the old code's KILL, if any
         stats = pool.stats()
     if ending == "commit":
         assert (response.status_code, response.json()["code"]) == (500, 0)
@@ -415,7 +416,7 @@ def test_a_server_error_answering_the_check_kills_nothing(
     """The user's max_queries_per_hour runs out: the check before use (DO 1)
     gets error 1226, an answer. The connection is alive and in step: no
     KILL, no replacement to open (which the limit would refuse too)."""
-    monkeypatch.setattr(_pool, "CHECK_IDLE_AFTER", 0.0)  # a check before each use
+    monkeypatch.setattr(_connection, "CHECK_IDLE_AFTER", 0.0)  # a check before each use
     db.query(f"ALTER USER '{db.user}'@'%' WITH MAX_QUERIES_PER_HOUR 1000")
     app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=0, max_size=1))
 
@@ -433,7 +434,7 @@ def test_a_server_error_answering_the_check_kills_nothing(
         attempts = server_connections(db)
         response = client.get(f"/{kind}")
         pool = get_pool(app)
-        wait_until(lambda: not pool._doomed)  # the old code's KILL, if any
+        wait_until(lambda: not pool.housekeeper.to_kill)  # the old code's KILL, if any
         stats = pool.stats()
         assert server_connections(db) == attempts
     assert response.json() == {"code": 2, "message": "Database Server Is Busy"}

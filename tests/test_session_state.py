@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-import fastapi_mysqlpool._pool
+import fastapi_mysqlpool._housekeeper
 from fastapi_mysqlpool import (
     AsyncCursor,
     Cursor,
@@ -608,7 +608,7 @@ def test_the_servers_init_connect_is_not_lost(fault_db: Database) -> None:
 def test_with_the_housekeeper_behind_a_changed_connection_is_closed(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fastapi_mysqlpool._pool, "_RESETS_QUEUED_MAX", 0)
+    monkeypatch.setattr(fastapi_mysqlpool._housekeeper, "RESETS_QUEUED_MAX", 0)
     with Pool(db.cfg, size=1, max_size=1) as pool:
         with pool.fetch() as cursor:
             cursor.execute("SET @x = 1")

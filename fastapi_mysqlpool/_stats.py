@@ -1,0 +1,74 @@
+"""The pool's counters, kept in one object, and the snapshot it hands out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of a pool. Counters run from the pool's creation."""
+
+    #: Open connections: idle, in use or being checked.
+    size: int
+    idle: int
+    in_use: int
+    #: Callers queued for a connection.
+    waiting: int
+    max_size: int
+    #: Connections opened and closed.
+    opened: int
+    closed: int
+    #: Connections whose changed session was reset (not closed) before reuse.
+    resets: int
+    #: Failed connection attempts and connections found dead.
+    errors: int
+    #: Connections handed out, and callers that gave up after ``acquire_timeout``.
+    requests: int
+    timeouts: int
+    #: Seconds callers spent queued, in total.
+    wait_time: float
+
+
+class Counters:
+    """Running totals of a pool (see :class:`PoolStats`); changed under the
+    pool's lock."""
+
+    __slots__ = (
+        "closed",
+        "errors",
+        "opened",
+        "requests",
+        "resets",
+        "timeouts",
+        "wait_time",
+    )
+
+    def __init__(self) -> None:
+        self.opened = self.closed = self.resets = self.errors = 0
+        self.requests = self.timeouts = 0
+        self.wait_time = 0.0
+
+    def closed_some(self, count: int = 1, *, failed: bool = False) -> None:
+        """*count* connections closed; *failed*: found dead or broken."""
+        self.closed += count
+        if failed:
+            self.errors += count
+
+    def snapshot(
+        self, *, size: int, idle: int, in_use: int, waiting: int, max_size: int
+    ) -> PoolStats:
+        return PoolStats(
+            size=size,
+            idle=idle,
+            in_use=in_use,
+            waiting=waiting,
+            max_size=max_size,
+            opened=self.opened,
+            closed=self.closed,
+            resets=self.resets,
+            errors=self.errors,
+            requests=self.requests,
+            timeouts=self.timeouts,
+            wait_time=self.wait_time,
+        )
