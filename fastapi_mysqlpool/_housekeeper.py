@@ -151,8 +151,9 @@ class Maintained(Protocol):
     def reserve_locked(self, slots: int) -> None:
         """Count *slots* connections about to open against ``max_size``."""
 
-    def opened_locked(self, conn: PooledConnection) -> None:
-        """A reserved slot's new connection: to a waiter, else idle."""
+    def opened_locked(self, conn: PooledConnection) -> bool:
+        """A reserved slot's new connection: to a waiter, else idle; False
+        if the pool is closing."""
 
     def unreserve_locked(self) -> None:
         """A reserved slot's connect failed: the slot is free again."""
@@ -312,10 +313,16 @@ class Housekeeper:
         opened = 0
         try:
             while opened < slots:
+                with pool.cond:
+                    if pool.closing:  # close() waits for these slots: free them
+                        break
                 conn = pool.connect()
                 with pool.cond:
-                    opened += 1
-                    pool.opened_locked(conn)
+                    if pool.opened_locked(conn):
+                        opened += 1
+                        continue
+                close_quietly(conn)  # close() began meanwhile
+                break
         except BaseException as exc:
             with pool.cond:
                 for _ in range(slots - opened):
@@ -325,6 +332,8 @@ class Housekeeper:
                 raise
         else:
             with pool.cond:
+                for _ in range(slots - opened):  # left when close() began
+                    pool.unreserve_locked()
                 self.refill_backoff.succeeded()
 
     def reset(self, conn: PooledConnection) -> None:
@@ -334,6 +343,8 @@ class Housekeeper:
         pool = self.pool
         closing = pool.closing
         done = not closing and conn.reset_session()
+        if done:
+            conn.alive_at = time.monotonic()  # the reset was a round trip
         with pool.cond:
             if done and pool.checked_locked(conn, unused=False):
                 pool.counters.resets += 1

@@ -55,6 +55,7 @@ from ._connection import (
     CHECK_TIMEOUT,
     PooledConnection,
     close_all,
+    close_quietly,
 )
 from ._connector import BACKOFF_FIRST, BACKOFF_MAX, Connector, describe
 from ._cursors import leased_cursor_class
@@ -275,7 +276,10 @@ class Pool(Slots, ConnectionPool):
                 time.sleep(delay)
                 continue
             with self._lock:
-                self.opened_locked(conn)
+                if self.opened_locked(conn):
+                    continue
+                self.unreserve_locked()
+            close_quietly(conn)  # close() began meanwhile: the loop raises
 
     def _open_for_caller(self) -> PooledConnection:
         """Open a connection into a slot the caller reserved, for the caller."""

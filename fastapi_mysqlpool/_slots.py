@@ -106,11 +106,14 @@ class Slots:
         with self._lock:
             self.unreserve_locked()
 
-    def opened_locked(self, conn: PooledConnection) -> None:
+    def opened_locked(self, conn: PooledConnection) -> bool:
         """A reserved slot's new connection, for the pool: to a waiter, else
-        idle."""
+        idle; False if closing (then the caller closes it and unreserves)."""
+        if self.closing:
+            return False
         self._opening -= 1
         self._put_idle_locked(conn)
+        return True
 
     def opened_for_caller_locked(self) -> None:
         """A reserved slot's new connection, lent to the caller who reserved it."""
@@ -290,7 +293,9 @@ class Slots:
                     return
         elif reusable and conn.resettable(now):
             with self._lock:
-                # Reset by the housekeeper, off the request's path.
+                # Reset by the housekeeper, off the request's path. (max_idle
+                # counts from now: the caller's last use.)
+                conn.returned_at = now
                 if not self.closing and self.housekeeper.queue_reset_locked(conn):
                     self._in_use -= 1
                     self._checking += 1

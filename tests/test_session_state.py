@@ -37,6 +37,7 @@ from fastapi_mysqlpool._cursors import leased_cursor_class
 from fastapi_mysqlpool._session import REPORTED, UNREPORTED, scan
 
 from .servers import Database, serve
+from .test_pool import wait_until
 
 U, R = UNREPORTED, REPORTED
 
@@ -617,6 +618,29 @@ def test_with_the_housekeeper_behind_a_changed_connection_is_closed(
             assert cursor.fetchone() == (None,)
         stats = pool.stats()
     assert (stats.opened, stats.closed, stats.resets) == (2, 1, 0)
+
+
+def test_a_reset_connection_is_lent_as_fresh(db: Database) -> None:
+    """A reset is a round trip, and the borrower's return is its last use: the
+    next borrower needs no check of its own, and max_idle counts from then.
+    (A reset connection used to keep the clocks of the borrow before.)"""
+    with Pool(db.cfg, size=1, max_size=1) as pool:
+        with pool.fetch() as cursor:
+            conn = cursor.connection
+            # As after a borrow that lasted 10 s (the request's own clock).
+            conn.alive_at -= 10
+            conn.returned_at -= 10
+            cursor.execute("SET @x = 1")
+        returned = time.monotonic()
+        wait_until(lambda: pool.stats().resets == 1 and pool.stats().idle == 1)
+        assert conn.returned_at >= returned - 1
+        do_before = db.query("SHOW GLOBAL STATUS LIKE 'Com_do'")[0][1]
+        with pool.fetch() as cursor:
+            assert cursor.connection is conn
+            cursor.execute("SELECT @x")
+            assert cursor.fetchone() == (None,)
+        # No DO 1 before the statement: the reset proved the session alive.
+        assert db.query("SHOW GLOBAL STATUS LIKE 'Com_do'")[0][1] == do_before
 
 
 def test_shutdown_closes_connections_waiting_for_a_reset(db: Database) -> None:
