@@ -30,6 +30,7 @@ from ._answers import (
 from ._connection import PooledConnection, closed_while_waiting
 from ._cursors import RELEASED_MESSAGE
 from ._errors import CursorReleasedError, is_connection_broken
+from ._session import CACHED_TEMPLATE_MAX
 from ._socket import peek
 from ._statements import (
     LOOP_ROWS_MAX,
@@ -171,14 +172,18 @@ class AsyncPoolCursor(Generic[RowT]):
         itself: when the connection is ready, it hands over the coroutine
         that runs the statement (one coroutine less per query)."""
         conn = self._ready_now()
-        if conn is None or (args is not None and large_arguments(args)):
+        if (
+            conn is None
+            or len(query) > CACHED_TEMPLATE_MAX
+            or (args is not None and large_arguments(args))
+        ):
             return self._execute_when_ready(query, args)
         conn.note_template(query)  # the template: never the parameters
         return self._run(conn, mogrify(conn, query, args))
 
     async def _execute_when_ready(self, query: str | bytes, args: Any) -> int:
         conn = await self._ready()
-        conn.note_template(query)  # the template: never the parameters
+        await _note_template(conn, query)
         return await self._run(conn, await self._statement(conn, query, args))
 
     async def _statement(
@@ -196,7 +201,7 @@ class AsyncPoolCursor(Generic[RowT]):
         if not batch:
             return None
         conn = self._ready_now() or await self._ready()
-        conn.note_template(query)
+        await _note_template(conn, query)
         match = insert_values(query)
         total = 0
         if match is None:
@@ -406,3 +411,13 @@ class AsyncPoolCursor(Generic[RowT]):
         if row is None:
             raise StopAsyncIteration
         return row
+
+
+async def _note_template(conn: PooledConnection, template: str | bytes) -> None:
+    """conn.note_template(): in a worker thread for a template too long to be
+    remembered (a statement built without parameters), whose scan, done each
+    time, takes a while (~0.15 s for 1 MB)."""
+    if len(template) > CACHED_TEMPLATE_MAX:
+        await anyio.to_thread.run_sync(conn.note_template, template)
+    else:
+        conn.note_template(template)

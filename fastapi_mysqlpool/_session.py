@@ -261,7 +261,9 @@ def scan(template: str | bytes) -> int:
 # their flags are remembered: the common case is one dict lookup. Bounded, and
 # long texts (statements built without parameters) are not kept.
 _CACHE_MAX = 2048
-_CACHE_TEXT_MAX = 4096
+#: Longer templates are not remembered, so scanning them is never just a
+#: look-up: the async cursor scans them in a worker thread.
+CACHED_TEMPLATE_MAX = 4096
 _cache: dict[str | bytes, int] = {}
 
 
@@ -270,7 +272,7 @@ def template_flags(template: str | bytes) -> int:
     flags = _cache.get(template)
     if flags is None:
         flags = scan(template)
-        if len(template) <= _CACHE_TEXT_MAX:
+        if len(template) <= CACHED_TEMPLATE_MAX:
             if len(_cache) >= _CACHE_MAX:
                 _cache.clear()
             _cache[template] = flags

@@ -130,7 +130,7 @@ def test_template_flags_are_remembered_and_bounded() -> None:
     template = "SELECT * FROM t WHERE id = %s -- unique 7f3e"
     assert _session.template_flags(template) == 0
     assert _session._cache[template] == 0
-    huge = "SELECT 1" + " " * _session._CACHE_TEXT_MAX + "; LOCK TABLES t WRITE"
+    huge = "SELECT 1" + " " * _session.CACHED_TEMPLATE_MAX + "; LOCK TABLES t WRITE"
     assert _session.template_flags(huge) == U
     assert huge not in _session._cache
 
