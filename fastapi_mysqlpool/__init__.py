@@ -21,6 +21,7 @@ from ._errors import (
     PoolTimeout,
     QueryTimeout,
 )
+from ._health import health_router
 from ._lifespan import mysql_pool_lifespan
 from ._pool import Pool
 from ._stats import PoolStats
@@ -47,6 +48,7 @@ __all__ = [
     "get_cursor",
     "get_dict_cursor",
     "get_pool",
+    "health_router",
     "mysql_pool_lifespan",
 ]
 

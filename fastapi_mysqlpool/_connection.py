@@ -211,6 +211,8 @@ class PooledConnection(Connection):
     read_timeout: float | None = None
     #: Ends the session of a statement that timed out (set by the pool).
     killer: SessionKiller | None = None
+    #: The pool's ``configure`` callback, run again after a reset.
+    configure: Callable[[Any], object] | None = None
     #: The server's id of this session: thread_id() fails once the client
     #: library has closed the connection, which it does after a timeout.
     session_id: int
@@ -339,6 +341,8 @@ class PooledConnection(Connection):
                 return False
             if self._init_command is not None:
                 _run_all(self, self._init_command)
+            if self.configure is not None:  # as after connecting: before restore
+                self.configure(self)
             role = _run_all(self, self.restore)
             # Nothing the borrower ran counts any more.
             self.session_changed = False

@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
 import time
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import MySQLdb
 
 from ._backoff import Backoff
 from ._config import DEFAULT_CONNECT_TIMEOUT, ConnectConfig, required_tls
 from ._connection import PooledConnection, SessionKiller, close_quietly
-from ._errors import BUSY_ERRNOS, BusyError, DrainedError, errno_of
+from ._errors import (
+    BUSY_ERRNOS,
+    BusyError,
+    DrainedError,
+    errno_of,
+    is_connection_broken,
+)
 from ._stats import Counters
+
+logger = logging.getLogger("fastapi_mysqlpool")
 
 _LIFETIME_JITTER = 0.025  # as HikariCP: spread the retirements of a batch
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 0.5  # the pool notices a server that came back within this
 _BACKOFF_JITTER = 0.2
+_PASSWORD_KEYS = ("password", "passwd")
+
+
+class SetupError(DrainedError):
+    """A new connection could not be set up: the ``configure`` callback or
+    the password callable failed. *retry*: trying again may help."""
+
+    def __init__(self, reason: str, *, retry: bool) -> None:
+        ConnectionError.__init__(self, reason)
+        self.reason = reason
+        self.retry = retry
 
 
 class Connector:
@@ -35,9 +56,14 @@ class Connector:
         lock: threading.Lock,
         counters: Counters,
         killer: SessionKiller,
+        configure: Callable[[Any], object] | None = None,
+        on_first_connect: Callable[[PooledConnection], None] | None = None,
     ) -> None:
         self.config = config
         self.max_lifetime = max_lifetime
+        self.configure = configure
+        #: Run once, on the first connection opened (blocking, in its thread).
+        self._on_first_connect = on_first_connect
         self._required_tls = required_tls(config)
         self._lock = lock
         self._counters = counters
@@ -53,13 +79,23 @@ class Connector:
     def connect(self, connect_timeout: int | None = None) -> PooledConnection:
         """Open one connection (blocking). Raises DrainedError or BusyError."""
         config = self.config
+        overrides: dict[str, Any] = {}
         if connect_timeout is not None:
+            overrides["connect_timeout"] = connect_timeout
+        for key in _PASSWORD_KEYS:
+            if callable(config.get(key)):
+                overrides[key] = self._call_password(config[key])
+        if overrides:
             # A ConnectConfig: a frame's locals, shown by some error trackers,
             # must not hold the password in a plain dict.
-            config = ConnectConfig({**config, "connect_timeout": connect_timeout})
+            config = ConnectConfig({**config, **overrides})
         try:
             conn = PooledConnection(**config)
             try:
+                if self.configure is not None:
+                    # Before setup_session: what the callback changes is then
+                    # part of what the pool takes as the fresh session.
+                    self._configure(conn)
                 wait_timeout, server_host = conn.setup_session()
                 if self._required_tls is not None:
                     _check_encrypted(conn, self._required_tls)
@@ -74,6 +110,7 @@ class Connector:
         conn.server_host = server_host
         conn.read_timeout = config.get("read_timeout") or None  # 0: no limit
         conn.killer = self._killer
+        conn.configure = self.configure
         # Compressed packets have another header: _wire cannot read them.
         conn.plain_wire = not config.get("compress")
         lifetime = self.max_lifetime
@@ -86,12 +123,49 @@ class Connector:
             self._counters.opened += 1
             self.backoff.succeeded()
             self._last_error = None
+            first, self._on_first_connect = self._on_first_connect, None
+        if first is not None:
+            first(conn)
         return conn
 
-    def _failed(self, exc: MySQLdb.Error) -> ConnectionError:
+    def _call_password(self, password: Callable[[], object]) -> object:
+        """A password from cfg's callable (a rotating token): neither the
+        callable nor what it returns may appear in an error."""
+        try:
+            value = password()
+        except Exception as exc:
+            reason = f"the password callable raised {type(exc).__name__}: {exc}"
+            raise self._failed(exc, SetupError(reason, retry=True)) from exc
+        if not isinstance(value, (str, bytes)):
+            reason = f"the password callable returned {type(value).__name__}"
+            raise self._failed(TypeError(), SetupError(reason, retry=False))
+        return value
+
+    def _configure(self, conn: PooledConnection) -> None:
+        assert self.configure is not None
+        try:
+            self.configure(conn)
+        except Exception as exc:
+            logger.warning(
+                "configure() failed on a new connection to %s; it is closed",
+                self.config.target,
+                exc_info=exc,
+            )
+            # Retried only if the connection died under it: else it is a bug.
+            error = SetupError(
+                f"configure() failed: {describe(exc)}",
+                retry=is_connection_broken(exc),
+            )
+            raise self._failed(exc, error) from exc
+        # It may have switched autocommit: that is the mode returns come back to.
+        conn.autocommit_mode = bool(conn.get_autocommit())
+
+    def _failed(
+        self, exc: BaseException, error: SetupError | None = None
+    ) -> ConnectionError:
         """Record a failed attempt; the error to raise in its place."""
         errno = errno_of(exc)
-        reason = describe(exc)
+        reason = describe(exc) if error is None else error.reason
         with self._lock:
             self._counters.errors += 1
             self._last_error = reason
@@ -104,7 +178,7 @@ class Connector:
                 BusyError(), f"{self.config.target} refused a connection: {reason}"
             )
         return _with_message(
-            DrainedError(), f"cannot connect to {self.config.target}: {reason}"
+            error or DrainedError(), f"cannot connect to {self.config.target}: {reason}"
         )
 
     def unavailable_locked(self, now: float) -> ConnectionError | None:

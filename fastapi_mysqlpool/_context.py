@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ._leaks import current_scope
 from ._pool import Pool
 
 _SCOPE_KEY = "fastapi_mysqlpool.pool"
@@ -43,6 +44,23 @@ class BindPool:
             await self.app(scope, receive, send)
         finally:
             _current_pool.reset(token)
+
+
+class BindPoolWatched(BindPool):
+    """:class:`BindPool` for a pool that watches for leaks: it also records
+    the request, which a leak warning names (a separate class, so that apps
+    that do not watch pay nothing for it)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = current_scope.set(scope)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            current_scope.reset(token)
+
+
+def bind_pool(app: ASGIApp, pool: Pool) -> BindPool:
+    return (BindPool if pool.leaks is None else BindPoolWatched)(app, pool)
 
 
 def register(app: Any, pool: Pool) -> None:

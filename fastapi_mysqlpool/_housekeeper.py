@@ -27,6 +27,7 @@ import MySQLdb
 from ._backoff import Backoff
 from ._connection import CHECK_TIMEOUT, PooledConnection, close_all, close_quietly
 from ._errors import QueryTimeout
+from ._leaks import LeakDetector
 from ._stats import Counters
 
 logger = logging.getLogger("fastapi_mysqlpool")
@@ -140,6 +141,8 @@ class Maintained(Protocol):
     counters: Counters
     #: While it waits, callers fail fast, and no refill is tried either.
     connect_backoff: Backoff
+    #: Watches borrowed connections (``leak_timeout``), or None.
+    leaks: LeakDetector | None
 
     @property
     def target(self) -> str: ...
@@ -250,8 +253,20 @@ class Housekeeper:
         the wait after a failed refill."""
         return max(self.pool.connect_backoff.until, self.refill_backoff.until)
 
+    def _check_leaks(self) -> float | None:
+        """Report connections held too long; when the next one falls due."""
+        leaks = self.pool.leaks
+        if leaks is None:
+            return None
+        new, due = leaks.check(time.monotonic())  # it logs: not under the lock
+        if new:
+            with self.pool.cond:
+                self.pool.counters.leaks += new
+        return due
+
     def _once(self) -> bool:
         pool = self.pool
+        leak_due = self._check_leaks()
         with pool.cond:
             resets, self.resets = self.resets, []
             closing = pool.closing  # then none can be queued any more
@@ -289,6 +304,8 @@ class Housekeeper:
                         surplus=total > pool.size,
                         max_idle=pool.max_idle,
                     )
+                    if leak_due is not None:
+                        deadline = max(min(deadline, leak_due), now + 0.01)
                     pool.cond.wait(deadline - now)
                 return True
         close_all(sorted_.retire)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -16,8 +17,8 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Host, Mount
 from typing_extensions import Unpack
 
-from ._config import make_config
-from ._context import BindPool, register, unregister
+from ._config import ConnectConfig, make_config
+from ._context import BindPool, bind_pool, register, unregister
 from ._handlers import add_handlers
 from ._options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
@@ -30,6 +31,9 @@ from ._pool import Pool
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
+#: Where ``mysql_pool_lifespan()`` without *cfg* finds its URL.
+DATABASE_URL = "DATABASE_URL"
+
 State = Mapping[str, Any]
 #: A lifespan, as Starlette types them: with or without state.
 StatelessLifespan = Callable[[Any], AbstractAsyncContextManager[None]]
@@ -38,7 +42,7 @@ StatefulLifespan = Callable[[Any], AbstractAsyncContextManager[State]]
 
 @overload
 def mysql_pool_lifespan(
-    cfg: Mapping[str, Any] | str,
+    cfg: Mapping[str, Any] | str | None = ...,
     *,
     lifespan: StatefulLifespan,
     shutdown_timeout: float = ...,
@@ -49,7 +53,7 @@ def mysql_pool_lifespan(
 
 @overload
 def mysql_pool_lifespan(
-    cfg: Mapping[str, Any] | str,
+    cfg: Mapping[str, Any] | str | None = ...,
     *,
     lifespan: StatelessLifespan | None = ...,
     shutdown_timeout: float = ...,
@@ -59,7 +63,7 @@ def mysql_pool_lifespan(
 
 
 def mysql_pool_lifespan(
-    cfg: Mapping[str, Any] | str,
+    cfg: Mapping[str, Any] | str | None = None,
     *,
     lifespan: StatelessLifespan | StatefulLifespan | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
@@ -79,10 +83,13 @@ def mysql_pool_lifespan(
     An app runs one pool at a time: a second start while one runs raises
     ``RuntimeError``; so does an event loop other than asyncio's (trio).
 
-    *cfg* is a dict of ``MySQLdb.connect`` arguments or a ``mysql://`` URL;
-    *options* are :class:`Pool`'s (see :class:`PoolOptions`).
+    *cfg* is a dict of ``MySQLdb.connect`` arguments or a ``mysql://`` URL
+    (its password may be a callable, called for each new connection: a
+    rotating token); without it, the URL in the ``DATABASE_URL`` environment
+    variable, read at startup. *options* are :class:`Pool`'s (see
+    :class:`PoolOptions`).
     """
-    config = make_config(cfg)
+    config = None if cfg is None else make_config(cfg)
     # Fail where the app is defined, not at its first startup.
     follow_thread_limit = Settings.of(options).max_size is None
     check_shutdown_timeout(shutdown_timeout)
@@ -92,7 +99,7 @@ def mysql_pool_lifespan(
     @asynccontextmanager
     async def pool_lifespan(app: Any) -> AsyncIterator[State | None]:
         _require_asyncio()
-        pool = Pool(config, open=False, **options)
+        pool = Pool(config or _config_from_env(), open=False, **options)
         register(app, pool)  # refuses a second start of a running app
         try:
             await pool.aopen()
@@ -112,6 +119,22 @@ def mysql_pool_lifespan(
     # It yields the wrapped lifespan's state, or None without one (the
     # overloads tell callers which); the checker cannot follow that.
     return cast(StatefulLifespan, pool_lifespan)
+
+
+def _config_from_env() -> ConnectConfig:
+    """The config in ``DATABASE_URL`` (read at startup, so that importing
+    the app, to export its OpenAPI schema say, needs no database)."""
+    url = os.environ.get(DATABASE_URL)
+    if not url:
+        raise RuntimeError(
+            f"mysql_pool_lifespan() was given no cfg and the {DATABASE_URL} "
+            "environment variable is not set: set it to a URL such as "
+            "mysql://user:password@host:3306/database, or pass cfg"
+        )
+    try:
+        return make_config(url)
+    except ValueError as exc:  # its message never echoes the URL
+        raise ValueError(f"{DATABASE_URL}: {exc}") from None
 
 
 def _require_asyncio() -> None:
@@ -150,7 +173,7 @@ def _install(app: Any, pool: Pool, handle_errors: bool) -> None:
         stack = stack.app
     if stack is None or (added and not _add_to_built_stack(stack, added)):
         stack = app.build_middleware_stack()
-    app.middleware_stack = BindPool(stack, pool)
+    app.middleware_stack = bind_pool(stack, pool)
     if handle_errors:
         for mounted in _mounted_apps(app):
             _add_handlers_to_mounted(mounted)

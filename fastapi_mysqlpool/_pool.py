@@ -57,7 +57,13 @@ from ._connection import (
     close_all,
     close_quietly,
 )
-from ._connector import BACKOFF_FIRST, BACKOFF_MAX, Connector, describe
+from ._connector import (
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    Connector,
+    SetupError,
+    describe,
+)
 from ._cursors import leased_cursor_class
 from ._errors import (
     LOGIN_ERRNOS,
@@ -67,7 +73,9 @@ from ._errors import (
     errno_of,
 )
 from ._housekeeper import Housekeeper
+from ._leaks import LeakDetector, watch
 from ._lease import CursorContext, Lease
+from ._limits import ServerLimits
 from ._options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -127,6 +135,13 @@ class Pool(Slots, ConnectionPool):
         self._connect_threads = concurrent.futures.ThreadPoolExecutor(
             CONNECT_THREADS, thread_name_prefix="fastapi-mysqlpool-connect"
         )
+        self.server_limits = ServerLimits(self.config.target)
+        #: Set with ``leak_timeout`` only: then this pool's borrowing and
+        #: returning methods record who holds what (see _leaks).
+        self.leaks: LeakDetector | None = None
+        if settings.leak_timeout is not None:
+            self.leaks = LeakDetector(settings.leak_timeout, self.config.target)
+            watch(self, self.leaks)
         self.housekeeper = Housekeeper(self, connect_threads=self._connect_threads)
         self._connector = Connector(
             self.config,
@@ -134,6 +149,8 @@ class Pool(Slots, ConnectionPool):
             lock=self._lock,
             counters=self.counters,
             killer=self.housekeeper,
+            configure=settings.configure,
+            on_first_connect=self._first_connection,
         )
         self.connect_backoff = self._connector.backoff
         if open:
@@ -240,6 +257,14 @@ class Pool(Slots, ConnectionPool):
 
     # -- opening connections -------------------------------------------------
 
+    def _first_connection(self, conn: PooledConnection) -> None:
+        self.server_limits.read(conn)
+        self.server_limits.check(self.max_size)
+
+    def set_max_size(self, max_size: int) -> None:
+        super().set_max_size(max_size)
+        self.server_limits.check(max_size)
+
     def connect(self, connect_timeout: int | None = None) -> PooledConnection:
         """Open one connection (blocking). Raises DrainedError or BusyError."""
         return self._connector.connect(connect_timeout)
@@ -265,13 +290,16 @@ class Pool(Slots, ConnectionPool):
                     raise  # not the server: a bad argument in cfg, say
                 cause = exc.__cause__ or exc
                 delay = backoff.next_delay()
+                setup = exc if isinstance(exc, SetupError) else None
                 if (
                     errno_of(cause) in LOGIN_ERRNOS
+                    or (setup is not None and not setup.retry)
                     or time.monotonic() + delay >= deadline
                 ):
+                    reason = describe(cause) if setup is None else setup.reason
                     raise PoolStartupError(
                         f"could not open {self.size} connection(s) to "
-                        f"{self.config.target} within {timeout:g} s: {describe(cause)}"
+                        f"{self.config.target} within {timeout:g} s: {reason}"
                     ) from None
                 time.sleep(delay)
                 continue

@@ -28,6 +28,8 @@ class PoolStats:
     timeouts: int
     #: Seconds callers spent queued, in total.
     wait_time: float
+    #: Connections held longer than ``leak_timeout`` (each counted once).
+    leaks: int
 
 
 class Counters:
@@ -37,6 +39,7 @@ class Counters:
     __slots__ = (
         "closed",
         "errors",
+        "leaks",
         "opened",
         "requests",
         "resets",
@@ -48,6 +51,7 @@ class Counters:
         self.opened = self.closed = self.resets = self.errors = 0
         self.requests = self.timeouts = 0
         self.wait_time = 0.0
+        self.leaks = 0
 
     def closed_some(self, count: int = 1, *, failed: bool = False) -> None:
         """*count* connections closed; *failed*: found dead or broken."""
@@ -71,4 +75,5 @@ class Counters:
             requests=self.requests,
             timeouts=self.timeouts,
             wait_time=self.wait_time,
+            leaks=self.leaks,
         )

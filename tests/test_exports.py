@@ -24,6 +24,7 @@ PUBLIC = {
     "get_cursor",
     "get_dict_cursor",
     "get_pool",
+    "health_router",
     "mysql_pool_lifespan",
 }
 
