@@ -19,6 +19,8 @@ Routes (sync ``def`` ones run their queries in FastAPI's worker threads; the
     GET    /async/items/{id}   read, from an async def route
     GET    /async/slow   DEMO: SELECT SLEEP without blocking other requests
     GET    /stats        the pool's statistics
+    GET    /healthz      liveness: 200 while the process serves (no database)
+    GET    /readyz       readiness: 200 if a connection answers, else 503
     GET    /slow         DEMO: holds a connection ?seconds=2 long
     GET    /bad-sql      DEMO: broken SQL, on purpose
 
@@ -62,6 +64,7 @@ from fastapi_mysqlpool import (
     add_pool_task,
     get_cursor,
     get_pool,
+    health_router,
     mysql_pool_lifespan,
 )
 
@@ -261,13 +264,19 @@ def create_app(database_url: str, **pool_options: Any) -> FastAPI:
     """The app on *database_url* (``mysql://user:password@host:port/database``).
 
     *pool_options* go to ``mysql_pool_lifespan`` (``size``, ``max_size``,
-    ``acquire_timeout``...). Nothing connects before the app starts.
+    ``acquire_timeout``...). Nothing connects before the app starts. A
+    connection held over 10 s (``/slow?seconds=12``) is logged as a leak,
+    naming its route.
     """
+    pool_options.setdefault("leak_timeout", 10.0)
     app = FastAPI(
         title="fastapi-mysqlpool example",
         lifespan=mysql_pool_lifespan(database_url, lifespan=lifespan, **pool_options),
     )
     app.include_router(router)
+    # Kubernetes probes (kept out of /docs): see README.md next to this file.
+    # (/metrics, for Prometheus, comes with the prometheus extra.)
+    app.include_router(health_router())
     return app
 
 

@@ -279,3 +279,15 @@ def test_python_m_example_app_runs_on_a_throwaway_server(tmp_path: Path) -> None
     with pytest.raises(ProcessLookupError):
         os.kill(server_pid, 0)  # the server is gone too
     assert "Traceback" not in errors.read_text()
+
+
+def test_health_routes(client: TestClient, db: Database) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["pool"]["size"] == 2
+    assert db.password not in ready.text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/readyz" not in paths
+    assert "/healthz" not in paths
+    assert get_pool(client.app).leaks is not None  # leak_timeout=10

@@ -251,3 +251,25 @@ def test_the_apps_middleware_is_created_once(db: Database) -> None:
     with TestClient(app) as client:
         assert client.get("/").json()["code"] == 0
     assert len(created) == 1
+
+
+def test_without_cfg_the_url_comes_from_database_url(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    app = FastAPI(lifespan=mysql_pool_lifespan(size=1))  # importable without it
+
+    @app.get("/user")
+    def user(cursor: Cursor) -> str:
+        cursor.execute("SELECT CURRENT_USER()")
+        return str(cursor.fetchone()[0])
+
+    with pytest.raises(RuntimeError, match="DATABASE_URL"), TestClient(app):
+        pass
+    monkeypatch.setenv("DATABASE_URL", db.url)
+    with TestClient(app) as client:
+        assert client.get("/user").json().startswith(db.user + "@")
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:secret@h/db")
+    with pytest.raises(ValueError, match="DATABASE_URL") as raised, TestClient(app):
+        pass
+    assert "secret" not in str(raised.value)

@@ -52,3 +52,15 @@ def test_an_unknown_option_is_refused_as_python_would() -> None:
         Pool({"host": "127.0.0.1"}, open=False, max_sise=3)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="unexpected keyword argument 'open'"):
         mysql_pool_lifespan({"host": "127.0.0.1"}, open=False)  # type: ignore[call-overload]
+
+
+def test_leak_timeout_and_configure_are_checked() -> None:
+    assert Settings.of({}).leak_timeout is None
+    assert Settings.of({}).configure is None
+    assert Settings.of({"leak_timeout": 30}).leak_timeout == 30
+    for bad in (0, -1, float("inf"), float("nan"), True, "30"):
+        with pytest.raises(ValueError, match="leak_timeout"):
+            Settings.of({"leak_timeout": bad})  # type: ignore[typeddict-item]
+    assert Settings.of({"configure": print}).configure is print
+    with pytest.raises(ValueError, match="configure must be callable"):
+        Settings.of({"configure": "SET time_zone = '+00:00'"})  # type: ignore[typeddict-item]
