@@ -79,15 +79,15 @@ class Connector:
     def connect(self, connect_timeout: int | None = None) -> PooledConnection:
         """Open one connection (blocking). Raises DrainedError or BusyError."""
         config = self.config
-        overrides: dict[str, Any] = {}
+        # ConnectConfigs: a frame's locals, shown by some error trackers,
+        # must not hold the password in a plain dict.
+        overrides = ConnectConfig()
         if connect_timeout is not None:
             overrides["connect_timeout"] = connect_timeout
         for key in _PASSWORD_KEYS:
             if callable(config.get(key)):
                 overrides[key] = self._call_password(config[key])
         if overrides:
-            # A ConnectConfig: a frame's locals, shown by some error trackers,
-            # must not hold the password in a plain dict.
             config = ConnectConfig({**config, **overrides})
         try:
             conn = PooledConnection(**config)

@@ -131,8 +131,12 @@ class LeakDetector:
         return new, due
 
 
-def watch(pool: Any, detector: LeakDetector) -> None:
-    """Record every borrow and return of *pool* (this object only)."""
+def watch(pool: Any, timeout: float | None, target: str) -> LeakDetector | None:
+    """With a *timeout*, record every borrow and return of *pool* (this
+    object only) in the detector returned; else None, and nothing changes."""
+    if timeout is None:
+        return None
+    detector = LeakDetector(timeout, target)
     take_idle: Callable[[], Any] = pool.take_idle
     acquire: Callable[..., Any] = pool.acquire
     aacquire: Callable[..., Any] = pool.aacquire
@@ -165,3 +169,4 @@ def watch(pool: Any, detector: LeakDetector) -> None:
         aacquire=aacquire_watched,
         checkin=checkin_watched,
     )
+    return detector

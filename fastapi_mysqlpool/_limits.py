@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import MySQLdb
@@ -20,15 +21,16 @@ class ServerLimits:
     """Read once, from the pool's first connection; warns when ``max_size``
     alone exceeds what the server allows (once per ``max_size``)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, max_size: Callable[[], int]) -> None:
         self.target = target
+        self._max_size = max_size
         #: (max_connections, max_user_connections or None), once read.
         self.limits: tuple[int, int | None] | None = None
         self._warned_for: int | None = None
         self._lock = threading.Lock()
 
     def read(self, conn: Any) -> None:
-        """Read them on *conn* (blocking: one round trip)."""
+        """Read them on *conn* (blocking: one round trip), then :meth:`check`."""
         try:
             conn.query(_LIMITS_SQL)
             ((max_connections, max_user),) = conn.store_result().fetch_row()
@@ -40,9 +42,11 @@ class ServerLimits:
         user_limit = int(max_user)
         with self._lock:
             self.limits = int(max_connections), user_limit if user_limit > 0 else None
+        self.check()
 
-    def check(self, max_size: int) -> None:
-        """Log a WARNING if *max_size* exceeds the limits read."""
+    def check(self) -> None:
+        """Log a WARNING if ``max_size`` exceeds the limits read."""
+        max_size = self._max_size()
         with self._lock:
             if self.limits is None or self._warned_for == max_size:
                 return

@@ -73,7 +73,7 @@ from ._errors import (
     errno_of,
 )
 from ._housekeeper import Housekeeper
-from ._leaks import LeakDetector, watch
+from ._leaks import watch
 from ._lease import CursorContext, Lease
 from ._limits import ServerLimits
 from ._options import (
@@ -135,13 +135,8 @@ class Pool(Slots, ConnectionPool):
         self._connect_threads = concurrent.futures.ThreadPoolExecutor(
             CONNECT_THREADS, thread_name_prefix="fastapi-mysqlpool-connect"
         )
-        self.server_limits = ServerLimits(self.config.target)
-        #: Set with ``leak_timeout`` only: then this pool's borrowing and
-        #: returning methods record who holds what (see _leaks).
-        self.leaks: LeakDetector | None = None
-        if settings.leak_timeout is not None:
-            self.leaks = LeakDetector(settings.leak_timeout, self.config.target)
-            watch(self, self.leaks)
+        self.server_limits = ServerLimits(self.config.target, lambda: self.max_size)
+        self.leaks = watch(self, settings.leak_timeout, self.config.target)
         self.housekeeper = Housekeeper(self, connect_threads=self._connect_threads)
         self._connector = Connector(
             self.config,
@@ -150,7 +145,7 @@ class Pool(Slots, ConnectionPool):
             counters=self.counters,
             killer=self.housekeeper,
             configure=settings.configure,
-            on_first_connect=self._first_connection,
+            on_first_connect=self.server_limits.read,
         )
         self.connect_backoff = self._connector.backoff
         if open:
@@ -256,14 +251,6 @@ class Pool(Slots, ConnectionPool):
         self.close()
 
     # -- opening connections -------------------------------------------------
-
-    def _first_connection(self, conn: PooledConnection) -> None:
-        self.server_limits.read(conn)
-        self.server_limits.check(self.max_size)
-
-    def set_max_size(self, max_size: int) -> None:
-        super().set_max_size(max_size)
-        self.server_limits.check(max_size)
 
     def connect(self, connect_timeout: int | None = None) -> PooledConnection:
         """Open one connection (blocking). Raises DrainedError or BusyError."""

@@ -23,6 +23,7 @@ import anyio
 from ._connection import PooledConnection, close_all, close_quietly
 from ._errors import PoolClosed, PoolTimeout
 from ._housekeeper import Housekeeper, session_of
+from ._limits import ServerLimits
 from ._stats import Counters
 
 # Handed to a waiter instead of a connection: "a slot is free, open one".
@@ -35,6 +36,7 @@ class Slots:
 
     max_size: int
     housekeeper: Housekeeper
+    server_limits: ServerLimits
 
     @property
     def target(self) -> str:
@@ -65,6 +67,7 @@ class Slots:
             while self._waiters and self.total_locked() < max_size:
                 if not self._offer_slot_locked():
                     break
+        self.server_limits.check()
 
     def _begin_close(self) -> bool:
         with self.cond:
