@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 
 from . import _aio
 from ._context import pool_of
-from ._errors import ErrorKind, PoolClosed, classify
+from ._errors import DrainedError, ErrorKind, PoolClosed, PoolTimeout, classify
 from ._handlers import RETRY_AFTER
 from ._pool import Pool
 
@@ -110,15 +110,22 @@ async def probe(pool: Pool, timeout: float) -> None:
         pool.checkin(conn, reusable=False, failed=True)
         conn = pool.take_idle()
     if conn is None:
-        stats = pool.stats()
         if pool.closing:
             raise PoolClosed()
-        if stats.waiting or stats.size >= stats.max_size:
+        if _full(pool):
             return  # busy, not broken
         # Fails fast while the server is down; else opens a connection in the
         # free slot (or, should a request take it first, waits no longer
         # than the probe may).
-        conn = await pool.aacquire(timeout, check=False)
+        try:
+            conn = await pool.aacquire(timeout, check=False)
+        except PoolTimeout:
+            if _full(pool):
+                return  # a request took the slot first: busy, not broken
+            # The connect took too long: the server does not answer.
+            error = DrainedError()  # (mysqlclient-pool's takes no message)
+            error.args = (f"no connection to {pool.target} within {timeout:g} s",)
+            raise error from None
     conn.used = False  # a timed-out ping is no statement of a caller's to KILL
     try:
         await _aio.ping(conn, max(0.001, deadline - time.monotonic()))
@@ -129,3 +136,9 @@ async def probe(pool: Pool, timeout: float) -> None:
         pool.checkin(conn, reusable=False)
         raise
     pool.checkin(conn, reusable=True)
+
+
+def _full(pool: Pool) -> bool:
+    """Every slot taken, or callers queued already."""
+    stats = pool.stats()
+    return bool(stats.waiting) or stats.size >= stats.max_size

@@ -93,6 +93,22 @@ def test_a_server_that_does_not_answer_is_not_ready_within_the_timeout(
             assert client.get("/readyz").status_code == 200
 
 
+def test_a_connect_that_gets_no_answer_is_unavailable_not_busy(
+    db: Database,
+) -> None:
+    with Proxy(db.server.host, db.server.port) as proxy:
+        app = health_app(proxy.config(db.cfg), size=0, fillup=False)
+        with TestClient(app) as client:
+            proxy.hold()  # no handshake: the connect hangs
+            try:
+                started = time.monotonic()
+                assert_unavailable(client.get("/readyz"), 1, db)
+                assert time.monotonic() - started < 1.5
+            finally:
+                proxy.release()
+            assert client.get("/readyz").status_code == 200
+
+
 @pytest.mark.slow
 def test_a_stopped_server_is_unavailable_and_liveness_does_not_care(
     fault_db: Database,
