@@ -149,19 +149,20 @@ def watch(pool: Any, timeout: float | None, target: str) -> LeakDetector | None:
             borrowed(conn)
         return conn
 
-    def acquire_watched(timeout: float) -> Any:
-        conn = acquire(timeout)
+    # Arguments passed on as they come: whatever the methods take.
+    def acquire_watched(*args: Any, **kwargs: Any) -> Any:
+        conn = acquire(*args, **kwargs)
         borrowed(conn)
         return conn
 
-    async def aacquire_watched(timeout: float, *, check: bool = True) -> Any:
-        conn = await aacquire(timeout, check=check)
+    async def aacquire_watched(*args: Any, **kwargs: Any) -> Any:
+        conn = await aacquire(*args, **kwargs)
         borrowed(conn)
         return conn
 
-    def checkin_watched(conn: Any, *, reusable: bool, failed: bool = False) -> None:
+    def checkin_watched(conn: Any, *args: Any, **kwargs: Any) -> None:
         returned(conn)
-        checkin(conn, reusable=reusable, failed=failed)
+        checkin(conn, *args, **kwargs)
 
     vars(pool).update(
         take_idle=take_idle_watched,
