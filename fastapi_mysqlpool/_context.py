@@ -52,6 +52,9 @@ class BindPoolWatched(BindPool):
     that do not watch pay nothing for it)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
         token = current_scope.set(scope)
         try:
             await super().__call__(scope, receive, send)
