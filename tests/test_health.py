@@ -85,7 +85,7 @@ def test_a_server_that_does_not_answer_is_not_ready_within_the_timeout(
                 response = client.get("/readyz")
                 elapsed = time.monotonic() - started
                 assert_unavailable(response, 1, db)
-                assert 0.4 < elapsed < 1.5  # timeout=0.5: no longer
+                assert 0.4 < elapsed < 2.5  # timeout=0.5 (and a loaded machine)
                 assert client.get("/healthz").status_code == 200
             finally:
                 proxy.release()
@@ -103,7 +103,7 @@ def test_a_connect_that_gets_no_answer_is_unavailable_not_busy(
             try:
                 started = time.monotonic()
                 assert_unavailable(client.get("/readyz"), 1, db)
-                assert time.monotonic() - started < 1.5
+                assert time.monotonic() - started < 2.5
             finally:
                 proxy.release()
             assert client.get("/readyz").status_code == 200
