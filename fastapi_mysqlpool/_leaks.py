@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping
 from contextvars import ContextVar
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import anyio
@@ -44,15 +44,15 @@ _SKIPPED = (
 )
 
 
-def _call_site() -> str:
-    """``file:line in function`` of the code that borrowed."""
+def _call_site() -> tuple[CodeType, int] | None:
+    """The code and line that borrowed (formatted only for a warning)."""
     frame: FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_SKIPPED):
+    while frame is not None:
+        code = frame.f_code
+        if not code.co_filename.startswith(_SKIPPED):
+            return code, frame.f_lineno
         frame = frame.f_back
-    if frame is None:
-        return "an unknown place"  # pragma: no cover
-    code = frame.f_code
-    return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
+    return None  # pragma: no cover
 
 
 def _describe_scope(scope: MutableMapping[str, Any]) -> str:
@@ -77,7 +77,10 @@ class _Borrow:
     def who(self) -> str:
         if self.scope is not None:
             return _describe_scope(self.scope)
-        return str(self.site)
+        if self.site is None:
+            return "an unknown place"  # pragma: no cover
+        code, line = self.site
+        return f"{code.co_filename}:{line} in {code.co_name}"
 
 
 class LeakDetector:
