@@ -244,6 +244,26 @@ def test_how_to_production_timeout(tables: Tables) -> None:
     assert tables.query("SELECT * FROM items") == ()  # rolled back
 
 
+def test_how_to_production_operate(url: str, db: Database) -> None:
+    with client_of("how_to/production/operate") as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+        assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+        assert client.get("/time-zone").json() == {"time_zone": "+00:00"}
+        pool = get_pool(client.app)
+        assert pool.leaks is not None
+        assert pool.config.target.endswith(url.rsplit("/", 1)[1])  # DATABASE_URL's
+        assert "/readyz" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_how_to_production_token(url: str, db: Database) -> None:
+    with client_of("how_to/production/token") as client:
+        assert client.get("/ping").json() == {"status": "ok"}
+        pool = get_pool(client.app)
+        assert callable(pool.config["password"])  # called per connection
+        assert db.password not in repr(pool.config) + repr(pool)
+
+
 def test_how_to_pitfalls_yield_dependency(tables: Tables) -> None:
     tables.add("audit", 0)
     with client_of("how_to/pitfalls/yield_dependency") as client:
