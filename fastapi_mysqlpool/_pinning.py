@@ -411,8 +411,11 @@ def _recover(conn: PinnedConnection) -> bool:
     try:
         while conn.next_result() == 0:
             conn.discard_result()
+        # A round trip either way: it proves the connection alive.
         if conn.levels and conn.levels[-1]:
             _raw_query(conn, b"ROLLBACK TO SAVEPOINT " + _SAVEPOINT % len(conn.levels))
+        else:
+            _raw_query(conn, b"DO 0")
     except Exception:
         return False
     return True
