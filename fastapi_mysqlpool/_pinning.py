@@ -68,11 +68,18 @@ _TEMPORARY = re.compile(
 _COMMITS = frozenset({b"COMMIT", b"COMMIT WORK", b"BEGIN", b"BEGIN WORK"})
 _ROLLBACKS = frozenset({b"ROLLBACK", b"ROLLBACK WORK"})
 _START = re.compile(rb"START\s+TRANSACTION\b", re.IGNORECASE)
+# As the library sends them (a user's go through note_template: refused).
+_AUTOCOMMIT_SWITCHES = frozenset({b"SET AUTOCOMMIT = 1", b"SET AUTOCOMMIT = 0"})
 
 
-@functools.lru_cache(maxsize=1024)
 def implicit_commit(template: str | bytes) -> str | None:
     """The statement's first words if *template* commits implicitly, else None."""
+    if len(template) > 4096:  # built without parameters: not remembered
+        return _implicit_commit(template)
+    return _remembered(template)
+
+
+def _implicit_commit(template: str | bytes) -> str | None:
     text = template.decode("latin-1") if isinstance(template, bytes) else template
     start = _LEADING_COMMENTS.match(text)
     text = text[start.end() if start else 0 :]
@@ -82,8 +89,13 @@ def implicit_commit(template: str | bytes) -> str | None:
     return " ".join(text[: match.end() + 40].split()[:4])
 
 
+_remembered = functools.lru_cache(maxsize=1024)(_implicit_commit)
+
+
 def _transaction_word(sql: bytes) -> bytes | None:
-    """``COMMIT`` or ``ROLLBACK`` if *sql* ends (or restarts) the transaction."""
+    """``COMMIT`` or ``ROLLBACK`` if *sql* ends (or restarts) the transaction,
+    ``KEEP`` if it would switch autocommit (as a read lease does: on the
+    test's connection, reads stay in the test's transaction)."""
     if len(sql) > 64:
         return None
     word = b" ".join(bytes(sql).rstrip(b"; \t\r\n").split()).upper()
@@ -91,6 +103,8 @@ def _transaction_word(sql: bytes) -> bytes | None:
         return b"ROLLBACK"
     if word in _COMMITS or _START.match(word):
         return b"COMMIT"
+    if word in _AUTOCOMMIT_SWITCHES:
+        return b"KEEP"
     return None
 
 
@@ -112,7 +126,7 @@ class PinnedConnection(PooledConnection):
             self.restore_savepoint()
             return sql
         levels = self.levels
-        if not levels or not levels[-1]:
+        if word == b"KEEP" or not levels or not levels[-1]:
             return b"DO 0"  # nothing since the last commit
         self._translated = True
         name = _SAVEPOINT % len(levels)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import MySQLdb
 import pytest
 from fastapi import BackgroundTasks, FastAPI, HTTPException
@@ -20,6 +21,7 @@ from fastapi_mysqlpool import (
     Cursor,
     Pool,
     PoolTimeout,
+    _aio,
     add_pool_task,
     get_pool,
     mysql_pool_lifespan,
@@ -308,4 +310,26 @@ def test_a_dead_test_connection_fails_later_borrows_clearly(
             pool.fetch(),
         ):
             pass
+    assert names(db, table) == []
+
+
+def test_a_switch_to_autocommit_keeps_the_tests_transaction(
+    pool: Pool, db: Database, table: str
+) -> None:
+    """The seam for read cursors, which switch a connection to autocommit
+    with a statement of the library's own: on the test's connection reads
+    stay in the test's transaction (a route's own SET is refused above)."""
+
+    async def switch_on_the_loop() -> None:
+        async with pool.cursor() as cursor:
+            await _aio.query(cursor.connection, b"SET autocommit = 1")
+            await cursor.execute(f"INSERT INTO `{table}` VALUES ('b')")
+
+    with Rollback() as rollback:
+        rollback.pin(pool)
+        with pool.fetch() as cursor:
+            cursor.connection.query(b"SET autocommit = 1")
+            cursor.execute(f"INSERT INTO `{table}` VALUES ('a')")
+        anyio.run(switch_on_the_loop)
+        assert names(db, table) == []
     assert names(db, table) == []

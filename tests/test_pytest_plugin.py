@@ -3,6 +3,7 @@ against a real server (this test's user), through TestClient and httpx."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from .servers import Database
+from .test_quality import ROOT
 
 pytest_plugins = ("pytester",)
 
@@ -141,10 +143,12 @@ def run(
     """Write *conftest* (the app) and *tests*, run pytest on them in-process."""
     pytester.makeconftest(APP.format(table=users))
 
-    def run_tests(tests: str, *args: str) -> pytest.RunResult:
+    def run_tests(
+        tests: str, *args: str, plugin_args: tuple[str, ...] = PLUGIN_ARGS
+    ) -> pytest.RunResult:
         pytester.makepyfile(test_inner=textwrap.dedent(tests))
         return pytester.runpytest(
-            *PLUGIN_ARGS, f"--mysql-url={db.url}", "-p", "no:cacheprovider", *args
+            *plugin_args, f"--mysql-url={db.url}", "-p", "no:cacheprovider", *args
         )
 
     return run_tests
@@ -217,4 +221,25 @@ def test_async_client_with_asgi_transport_and_lifespan_manager(
         """
     )
     result.assert_outcomes(passed=2)
+    assert rows(db, users) == ()
+
+
+def test_the_plugin_is_declared_as_a_pytest11_entry_point() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"]["pytest11"] == {
+        "fastapi_mysqlpool": "fastapi_mysqlpool.pytest_plugin"
+    }
+
+
+def test_the_installed_entry_point_loads_the_plugin(
+    run: Callable[..., pytest.RunResult], db: Database, users: str
+) -> None:
+    """As in a user's project: installed, the plugin needs no -p."""
+    found = importlib.metadata.entry_points(group="pytest11", name="fastapi_mysqlpool")
+    if not found:
+        pytest.skip("the installed metadata predates the entry point: pip install -e .")
+    assert [entry.value for entry in found] == ["fastapi_mysqlpool.pytest_plugin"]
+    tests = SAME_KEY_TESTS.format(first="a", second="b", client="client")
+    run(tests, plugin_args=()).assert_outcomes(passed=2)
     assert rows(db, users) == ()
