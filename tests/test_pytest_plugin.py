@@ -243,3 +243,52 @@ def test_the_installed_entry_point_loads_the_plugin(
     tests = SAME_KEY_TESTS.format(first="a", second="b", client="client")
     run(tests, plugin_args=()).assert_outcomes(passed=2)
     assert rows(db, users) == ()
+
+
+def test_mysql_url_names_the_server_of_the_option_or_the_environment(
+    pytester: pytest.Pytester, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        test_inner=f"""
+        def test_url(mysql_url):
+            assert mysql_url == {db.url!r}
+        """
+    )
+    monkeypatch.setenv("FASTAPI_MYSQLPOOL_TEST_URL", db.url)
+    pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    monkeypatch.setenv("FASTAPI_MYSQLPOOL_TEST_URL", "mysql://not-this@nowhere/x")
+    result = pytester.runpytest(
+        *PLUGIN_ARGS, f"--mysql-url={db.url}", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.slow
+def test_mysql_url_is_a_throwaway_server_for_the_session(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FASTAPI_MYSQLPOOL_TEST_URL", raising=False)
+    pytester.makepyfile(
+        test_inner="""
+        import contextlib
+
+        import MySQLdb
+        import pytest
+
+        from fastapi_mysqlpool._config import parse_url
+
+        seen = []
+
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_server(mysql_url, n):
+            seen.append(mysql_url)
+            assert len(set(seen)) == 1  # one server for the session
+            params = parse_url(mysql_url)
+            with contextlib.closing(MySQLdb.connect(**params)) as conn:
+                conn.query(b"SELECT DATABASE()")
+                assert conn.store_result().fetch_row() == (("test",),)
+        """
+    )
+    result = pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
