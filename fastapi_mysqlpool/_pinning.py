@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Final, Protocol
@@ -201,6 +201,10 @@ class PinnablePool(Protocol):
     pinned: Pin | None
 
     @property
+    def config(self) -> Mapping[str, Any]:
+        """The connection settings (pools with the same share a pin)."""
+
+    @property
     def target(self) -> str:
         """The server, as messages name it."""
 
@@ -222,6 +226,7 @@ class Pin:
 
     def __init__(self, pool: PinnablePool) -> None:
         self._connect = pool.connect
+        self.config = pool.config
         self.target = pool.target
         self.conn: PinnedConnection | None = None
         # Critical section: whose turn it is. Never held around I/O.
@@ -482,25 +487,30 @@ class Rollback:
 
     def pin(self, pool: PinnablePool, *, follows: PinnablePool | None = None) -> None:
         """Pin *pool* (one made without ``mysql_pool_lifespan``, say) until
-        the end; with *follows*, to that pool's connection."""
+        the end; with *follows*, to that pool's connection (pinned too)."""
         with self._lock:
             if id(pool) in self._pins:
                 return
-            if follows is not None:
-                pin = self._pin_locked(follows)
-            else:
-                pin = Pin(pool)
-                self._made.append(pin)
+            if follows is not None and id(follows) not in self._pins:
+                self._pins[id(follows)] = (follows, self._pin_locked(follows))
+                follows.pinned = self._pins[id(follows)][1]
+            pin = self._pin_locked(pool if follows is None else follows)
             self._pins[id(pool)] = (pool, pin)
             pool.pinned = pin
 
     def _pin_locked(self, pool: PinnablePool) -> Pin:
+        """*pool*'s pin: that of any pool of this test with the same
+        connection settings (an app restarted in the test sees what the
+        first start wrote), else a new one."""
         entry = self._pins.get(id(pool))
-        if entry is None:
-            entry = self._pins[id(pool)] = (pool, Pin(pool))
-            self._made.append(entry[1])
-            pool.pinned = entry[1]
-        return entry[1]
+        if entry is not None:
+            return entry[1]
+        for pin in self._made:
+            if pin.config == pool.config:
+                return pin
+        pin = Pin(pool)
+        self._made.append(pin)
+        return pin
 
     def unpin(self, pool: PinnablePool) -> None:
         """Lend *pool*'s own connections again (its pin stays until the end)."""

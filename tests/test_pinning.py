@@ -333,3 +333,15 @@ def test_a_switch_to_autocommit_keeps_the_tests_transaction(
         anyio.run(switch_on_the_loop)
         assert names(db, table) == []
     assert names(db, table) == []
+
+
+def test_an_app_restarted_in_a_test_sees_what_its_first_start_wrote(
+    db: Database, table: str
+) -> None:
+    app = make_app(db, table)
+    with Rollback():
+        with TestClient(app) as client:
+            client.post("/add/a")
+        with TestClient(app) as client:  # a new pool: the same test connection
+            assert client.get("/names").json() == ["a"]
+    assert names(db, table) == []
