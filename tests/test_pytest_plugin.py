@@ -292,3 +292,45 @@ def test_mysql_url_is_a_throwaway_server_for_the_session(
     )
     result = pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+def test_dependency_overrides_replace_the_database(
+    run: Callable[..., pytest.RunResult], db: Database, users: str
+) -> None:
+    """The README's idiom: no startup (TestClient without `with`), no pool,
+    every cursor dependency overridden, Annotated aliases included."""
+    result = run(
+        """
+        from fastapi.testclient import TestClient
+
+        from fastapi_mysqlpool import get_async_cursor, get_cursor
+
+
+        class FakeCursor:
+            lastrowid = 42
+
+            def execute(self, sql, args=None):
+                self.executed = (sql, args)
+
+
+        class FakeAsyncCursor:
+            async def execute(self, sql, args=None):
+                pass
+
+            async def fetchall(self):
+                return [("zoe",)]
+
+
+        def test_without_a_database(app):
+            app.dependency_overrides[get_cursor] = FakeCursor
+            app.dependency_overrides[get_async_cursor] = FakeAsyncCursor
+            try:
+                client = TestClient(app)
+                assert client.post("/sync/alice").json() == {"id": 42}
+                assert client.get("/names").json() == ["zoe"]
+            finally:
+                app.dependency_overrides.clear()
+        """
+    )
+    result.assert_outcomes(passed=1)
+    assert db.connection_count(settle_at=0) == 0  # nothing connected
