@@ -36,6 +36,11 @@ from ._errors import PoolTimeout
 from ._pinned import PinnedConnection, adopt, recover
 
 
+class Killer(Protocol):
+    def kill_sessions(self, sessions: list[tuple[int, str | None]]) -> int:
+        """KILL these (id, client host) sessions if still there (blocking)."""
+
+
 class PinnablePool(Protocol):
     """What pinning needs of a pool (:class:`Pool`)."""
 
@@ -48,6 +53,10 @@ class PinnablePool(Protocol):
     @property
     def target(self) -> str:
         """The server, as messages name it."""
+
+    @property
+    def housekeeper(self) -> Killer:
+        """KILLs the sessions of connections closed mid-statement."""
 
     def connect(self, connect_timeout: int | None = None) -> PooledConnection:
         """Open one connection (blocking)."""
@@ -67,6 +76,8 @@ class Pin:
 
     def __init__(self, pool: PinnablePool) -> None:
         self._connect = pool.connect
+        self._killer = pool.housekeeper
+        self._killing: threading.Thread | None = None
         self.config = pool.config
         self.target = pool.target
         self.conn: PinnedConnection | None = None
@@ -183,7 +194,7 @@ class Pin:
             try:
                 conn.restore_savepoint()
             except BaseException:
-                conn.levels.pop()
+                self._failed(conn)
                 raise
         except BaseException:
             self._leave()
@@ -205,7 +216,7 @@ class Pin:
             try:
                 await _aio.query(conn, conn.savepoint())
             except BaseException:
-                conn.levels.pop()
+                self._failed(conn)
                 raise
         except BaseException:
             self._leave()
@@ -213,6 +224,17 @@ class Pin:
         conn.alive_at = time.monotonic()
         self._hold(got)
         return conn
+
+    def _failed(self, conn: PinnedConnection) -> None:
+        """A borrow's SAVEPOINT failed: no savepoint to pop; an answer left
+        unread (cancelled) or a lost connection ends the test's transaction."""
+        conn.levels.pop()
+        if conn.pending or conn.broken or not conn.open:
+            self._break(
+                f"the test's connection to {self.target} was closed: a borrow "
+                "was cancelled while it set its savepoint, which ends the "
+                "test's transaction (rolled back); later borrows in this test fail"
+            )
 
     def checkin(
         self, conn: PooledConnection, *, reusable: bool, failed: bool = False
@@ -241,20 +263,33 @@ class Pin:
         for waiter in waiters:
             if waiter.set_running_or_notify_cancel():
                 waiter.set_exception(RuntimeError(reason))
-        if self.conn is not None:
-            close_quietly(self.conn)
+        conn = self.conn
+        if conn is None or not conn.open:
+            return
+        # Cut off mid-statement, the session runs on, holding the test's row
+        # locks: KILLed (as the pool does), off the event loop.
+        session = (conn.session_id, conn.server_host)
+        running = conn.pending and not conn.broken
+        close_quietly(conn)
+        if running and self._killing is None:
+            self._killing = threading.Thread(
+                target=self._killer.kill_sessions,
+                args=([session],),
+                name="fastapi-mysqlpool-test-kill",
+            )
+            self._killing.start()
 
     def close(self) -> None:
         """Roll the test's transaction back and close the connection."""
         with self._lock:
             busy = self._depth
         conn = self.conn
+        if conn is not None and not busy:  # (else closing rolls back)
+            conn.end()
         self._break("the test using this connection has ended")
         self.conn = None
-        if conn is not None:
-            if not busy:
-                conn.end()
-            close_quietly(conn)
+        if self._killing is not None:
+            self._killing.join()
 
 
 # -- which pools are pinned -----------------------------------------------------

@@ -11,8 +11,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.to_thread
+import httpx
 import MySQLdb
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import BackgroundTasks, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
@@ -316,3 +319,43 @@ def test_an_app_restarted_in_a_test_sees_what_its_first_start_wrote(
         with TestClient(app) as client:  # a new pool: the same test connection
             assert client.get("/names").json() == ["a"]
     assert names(db, table) == []
+
+
+def test_a_request_cut_off_mid_statement_ends_the_tests_transaction(
+    db: Database, table: str
+) -> None:
+    app = make_app(db, table)
+
+    @app.get("/slow")
+    async def slow(cursor: AsyncCursor) -> Any:
+        await cursor.execute(f"INSERT INTO `{table}` VALUES ('slow')")
+        await cursor.execute("SELECT SLEEP(30)")
+
+    def wait_until_sleeping() -> None:
+        deadline = time.monotonic() + 10
+        running = (
+            "SELECT 1 FROM information_schema.processlist "
+            "WHERE user = %s AND info LIKE 'SELECT SLEEP%%'"
+        )
+        while not db.query(running, (db.user,)):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+
+    async def main() -> None:
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://test"
+            ) as client:
+                assert (await client.post("/add/a")).status_code == 200
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(client.get, "/slow")
+                    await anyio.to_thread.run_sync(wait_until_sleeping)
+                    tasks.cancel_scope.cancel()  # the client gives up
+                with pytest.raises(RuntimeError, match=r"test's connection .* closed"):
+                    await client.get("/names")
+
+    with Rollback():
+        anyio.run(main)
+    assert names(db, table) == []
+    assert db.connection_count(settle_at=0) == 0
