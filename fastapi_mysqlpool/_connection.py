@@ -211,8 +211,8 @@ class PooledConnection(Connection):
     read_timeout: float | None = None
     #: Ends the session of a statement that timed out (set by the pool).
     killer: SessionKiller | None = None
-    #: The pool's ``configure`` callback, run again after a reset.
-    configure: Callable[[Any], object] | None = None
+    #: A test's pinned connection goes back here, not to the pool (_pinning).
+    checkin_to: Callable[..., None] | None = None
     #: The server's id of this session: thread_id() fails once the client
     #: library has closed the connection, which it does after a timeout.
     session_id: int
@@ -324,12 +324,12 @@ class PooledConnection(Connection):
         self.session_changed = False
         return int(wait_timeout), server_host
 
-    def reset_session(self) -> bool:
+    def reset_session(self, configure: Callable[[Any], object] | None = None) -> bool:
         """Reset a changed session to what connecting set up (blocking: two
         round trips, three with an ``init_command``): COM_RESET_CONNECTION
         (rolls back, drops temporary tables, prepared statements and user
         variables, releases table and named locks, sets every session variable
-        back to the server's default), then cfg's ``init_command``, the
+        back to the server's default), then ``init_command``, *configure*, the
         character set and collation, ``sql_mode``, autocommit, session
         tracking and the database, as after connecting; the role must be the
         one connecting got. False if not: the connection must be closed."""
@@ -341,8 +341,8 @@ class PooledConnection(Connection):
                 return False
             if self._init_command is not None:
                 _run_all(self, self._init_command)
-            if self.configure is not None:  # as after connecting: before restore
-                self.configure(self)
+            if configure is not None:  # the pool's, as after connecting
+                configure(self)
             role = _run_all(self, self.restore)
             # Nothing the borrower ran counts any more.
             self.session_changed = False

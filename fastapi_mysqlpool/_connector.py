@@ -17,6 +17,7 @@ from ._config import DEFAULT_CONNECT_TIMEOUT, ConnectConfig, required_tls
 from ._connection import PooledConnection, SessionKiller, close_quietly
 from ._errors import (
     BUSY_ERRNOS,
+    LOGIN_ERRNOS,
     BusyError,
     DrainedError,
     errno_of,
@@ -110,7 +111,6 @@ class Connector:
         conn.server_host = server_host
         conn.read_timeout = config.get("read_timeout") or None  # 0: no limit
         conn.killer = self._killer
-        conn.configure = self.configure
         # Compressed packets have another header: _wire cannot read them.
         conn.plain_wire = not config.get("compress")
         lifetime = self.max_lifetime
@@ -190,6 +190,15 @@ class Connector:
             f"{self.config.target} is unavailable ({self._last_error}); "
             f"next attempt in {self.backoff.until - now:.2f} s",
         )
+
+
+def startup_verdict(exc: ConnectionError) -> tuple[bool, str]:
+    """Of a failed connect at startup: whether retrying cannot help (a
+    refused login, a failing ``configure``), and the reason to tell."""
+    if isinstance(exc, SetupError):
+        return not exc.retry, exc.reason
+    cause = exc.__cause__ or exc
+    return errno_of(cause) in LOGIN_ERRNOS, describe(cause)
 
 
 _E = TypeVar("_E", bound=BaseException)

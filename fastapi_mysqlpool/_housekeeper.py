@@ -28,6 +28,7 @@ from ._backoff import Backoff
 from ._connection import CHECK_TIMEOUT, PooledConnection, close_all, close_quietly
 from ._errors import QueryTimeout
 from ._leaks import LeakDetector
+from ._options import Settings
 from ._stats import Counters
 
 logger = logging.getLogger("fastapi_mysqlpool")
@@ -143,6 +144,7 @@ class Maintained(Protocol):
     connect_backoff: Backoff
     #: Watches borrowed connections (``leak_timeout``), or None.
     leaks: LeakDetector | None
+    settings: Settings
 
     @property
     def target(self) -> str: ...
@@ -359,7 +361,7 @@ class Housekeeper:
         closed if that fails or the pool is closing."""
         pool = self.pool
         closing = pool.closing
-        done = not closing and conn.reset_session()
+        done = not closing and conn.reset_session(pool.settings.configure)
         if done:
             conn.alive_at = time.monotonic()  # the reset was a round trip
         with pool.cond:

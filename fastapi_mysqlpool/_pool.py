@@ -61,21 +61,16 @@ from ._connector import (
     BACKOFF_FIRST,
     BACKOFF_MAX,
     Connector,
-    SetupError,
-    describe,
+    startup_verdict,
 )
 from ._cursors import leased_cursor_class
 from ._errors import (
-    LOGIN_ERRNOS,
     PoolClosed,
     PoolStartupError,
     PoolTimeout,
-    errno_of,
 )
 from ._housekeeper import Housekeeper
-from ._leaks import watch
 from ._lease import CursorContext, Lease
-from ._limits import ServerLimits
 from ._options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -84,6 +79,7 @@ from ._options import (
     Settings,
     default_max_size,
 )
+from ._pinning import Pin
 from ._slots import OPEN_ONE, Slots
 from ._stats import PoolStats
 
@@ -132,11 +128,12 @@ class Pool(Slots, ConnectionPool):
         self.fillup = settings.fillup
 
         self._init_slots(self._pool)  # type: ignore[arg-type]
+        #: Set while a test runs in one rolled-back transaction (see
+        #: _pinning): every borrow then gets the test's connection.
+        self.pinned: Pin | None = None
         self._connect_threads = concurrent.futures.ThreadPoolExecutor(
             CONNECT_THREADS, thread_name_prefix="fastapi-mysqlpool-connect"
         )
-        self.server_limits = ServerLimits(self.config.target, lambda: self.max_size)
-        self.leaks = watch(self, settings.leak_timeout, self.config.target)
         self.housekeeper = Housekeeper(self, connect_threads=self._connect_threads)
         self._connector = Connector(
             self.config,
@@ -275,15 +272,9 @@ class Pool(Slots, ConnectionPool):
                 self._unreserve()
                 if not isinstance(exc, ConnectionError):
                     raise  # not the server: a bad argument in cfg, say
-                cause = exc.__cause__ or exc
                 delay = backoff.next_delay()
-                setup = exc if isinstance(exc, SetupError) else None
-                if (
-                    errno_of(cause) in LOGIN_ERRNOS
-                    or (setup is not None and not setup.retry)
-                    or time.monotonic() + delay >= deadline
-                ):
-                    reason = describe(cause) if setup is None else setup.reason
+                hopeless, reason = startup_verdict(exc)
+                if hopeless or time.monotonic() + delay >= deadline:
                     raise PoolStartupError(
                         f"could not open {self.size} connection(s) to "
                         f"{self.config.target} within {timeout:g} s: {reason}"
@@ -432,6 +423,8 @@ class Pool(Slots, ConnectionPool):
     def acquire(self, timeout: float) -> PooledConnection:
         """Borrow a checked connection, blocking the calling thread (never the
         loop's)."""
+        if self.pinned is not None:
+            return self.pinned.borrow(timeout)
         deadline = time.monotonic() + timeout
         got = self._checkout(first=True)
         while True:
@@ -448,6 +441,8 @@ class Pool(Slots, ConnectionPool):
     def take_idle(self) -> PooledConnection | None:
         """Borrowing's fast path, for the event loop: an idle connection, unchecked
         (see :class:`Lease`), or None when only :meth:`aacquire` can tell."""
+        if self.pinned is not None:
+            return None
         now = time.monotonic()
         with self._lock:
             if self.closing or not self.idle:
@@ -468,6 +463,8 @@ class Pool(Slots, ConnectionPool):
         :class:`Lease`): each check releases the GIL, which stalls a busy
         event loop while worker threads hold it.
         """
+        if self.pinned is not None:
+            return await self.pinned.aborrow(timeout)
         deadline = time.monotonic() + timeout
         got = self._checkout(first=True)
         while True:

@@ -23,7 +23,9 @@ import anyio
 from ._connection import PooledConnection, close_all, close_quietly
 from ._errors import PoolClosed, PoolTimeout
 from ._housekeeper import Housekeeper, session_of
+from ._leaks import watch
 from ._limits import ServerLimits
+from ._options import Settings
 from ._stats import Counters
 
 # Handed to a waiter instead of a connection: "a slot is free, open one".
@@ -37,6 +39,7 @@ class Slots:
     max_size: int
     housekeeper: Housekeeper
     server_limits: ServerLimits
+    settings: Settings
 
     @property
     def target(self) -> str:
@@ -44,6 +47,10 @@ class Slots:
         raise NotImplementedError
 
     def _init_slots(self, idle: deque[PooledConnection]) -> None:
+        self.server_limits = ServerLimits(self.target, lambda: self.max_size)
+        #: With ``leak_timeout`` only: then this pool's borrowing and returning
+        #: methods record who holds what (see _leaks).
+        self.leaks = watch(self, self.settings.leak_timeout, self.target)
         self._lock = threading.Lock()
         #: Wakes the housekeeper, and close() waiting for connections to return.
         self.cond = threading.Condition(self._lock)
@@ -284,6 +291,10 @@ class Slots:
 
         *failed* counts a connection found dead in the error statistics.
         """
+        give_back = conn.checkin_to
+        if give_back is not None:  # a test's pinned connection (see _pinning)
+            give_back(conn, reusable=reusable, failed=failed)
+            return
         now = time.monotonic()
         if reusable and conn.is_reusable(now):
             with self._lock:
