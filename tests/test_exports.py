@@ -18,6 +18,7 @@ PUBLIC = {
     "PoolStats",
     "PoolTimeout",
     "QueryTimeout",
+    "RowStream",
     "add_pool_task",
     "get_async_cursor",
     "get_async_dict_cursor",
@@ -25,6 +26,7 @@ PUBLIC = {
     "get_dict_cursor",
     "get_pool",
     "mysql_pool_lifespan",
+    "stream_rows",
 }
 
 
