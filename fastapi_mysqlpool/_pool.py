@@ -78,7 +78,7 @@ from ._options import (
 )
 from ._slots import OPEN_ONE, Slots
 from ._stats import PoolStats
-from ._stream import RowStream
+from ._stream import stream
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -516,23 +516,8 @@ class Pool(Slots, ConnectionPool):
         )
         return CursorContext(self, make)
 
-    def stream(
-        self,
-        sql: str | bytes,
-        args: Any = None,
-        *,
-        dict_rows: bool = False,
-        batch: int = 1000,
-    ) -> RowStream[Any]:
-        """``async for row in pool.stream(sql, args)``: the rows of one
-        statement, read unbuffered (server-side) on a connection of its own,
-        *batch* rows at a time as the server sends them; memory holds one
-        batch whatever the result's size, and the event loop never waits for
-        the server. Use ``async with pool.stream(...) as rows`` (or
-        ``aclose()``) to stop early: the query is then KILLed. Read to its
-        end, the transaction commits. See :class:`RowStream`.
-        """
-        return RowStream(self, sql, args, dict_rows=dict_rows, batch=batch)
+    #: ``async for row in pool.stream(sql, args)``: see :func:`_stream.stream`.
+    stream = stream
 
     # -- introspection -----------------------------------------------------------
 

@@ -47,6 +47,28 @@ STREAMED = (
 )
 
 
+def stream(
+    pool: LendingPool,
+    sql: str | bytes,
+    args: Any = None,
+    *,
+    dict_rows: bool = False,
+    batch: int = 1000,
+) -> RowStream[Any]:
+    """``async for row in pool.stream(sql, args)``: the rows of one
+    statement, read unbuffered (server-side) on a connection of their own,
+    *batch* rows at a time as the server sends them (as dicts with
+    *dict_rows*). Memory holds one batch whatever the result's size, and the
+    event loop never waits for the server.
+
+    Read to its end, the transaction commits and the connection goes back to
+    the pool. To stop early, use ``async with pool.stream(...) as rows`` (or
+    ``aclose()``): the connection is closed and the query KILLed. (This is
+    :meth:`Pool.stream`.)
+    """
+    return RowStream(pool, sql, args, dict_rows=dict_rows, batch=batch)
+
+
 class RowStream(Generic[RowT]):
     """The rows of one statement, read as the server sends them (see
     :meth:`Pool.stream`).
