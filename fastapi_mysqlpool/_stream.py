@@ -2,22 +2,29 @@
 connection of its own.
 
 The statement is sent on the loop, and the loop waits for the first bytes of
-its answer (see _aio); then each batch is read by the C client
-(``mysql_use_result``, ``fetch_row(batch)``) in a worker thread. A batch is
-read on the loop only if it has all arrived, and the client library's own
-read-ahead buffer (16 KB, not visible from here) hides where the socket's
-bytes start within a row: peeking at the socket cannot tell. A worker thread
-per batch costs ~60 µs: ~6% at 1,000 small rows a batch (benchmarks/stream.py).
+its answer (see _aio); then the batches are read by the C client
+(``mysql_use_result``, ``fetch_row(batch)``) in a worker thread. Never on the
+loop: ``fetch_row`` blocks until its rows arrive, and whether they have cannot
+be told from outside (the client library's own read-ahead buffer, 16 KB,
+hides where the socket's bytes start within a row).
 
-Memory holds one batch: the server waits (its socket's buffers full) while
-the consumer is slow. A stream cut off before its end (a client gone, an
-error, ``aclose()`` early) closes its connection, and the pool KILLs the
-server's query (see Slots.checkin); one read to its end commits and goes back
-to the pool.
+The thread reads ahead while fewer than ``AHEAD`` batches wait, then lets go
+(a slow consumer holds no thread); a consumer that keeps up never waits for a
+thread to start, which on a busy machine costs a scheduler's time slice per
+batch (benchmarks/stream.py). Memory holds a few batches: the server waits
+(its socket's buffers full) while the consumer is slow.
+
+A stream cut off before its end (a client gone, an error, ``aclose()`` early)
+closes its connection, and the pool KILLs the server's query (see
+Slots.checkin); one read to its end commits and goes back to the pool.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -41,10 +48,8 @@ Description = tuple[tuple[Any, ...], ...]
 #: description) -> anything (stream_rows encodes the batch there).
 Convert = Callable[[Sequence[Any], Description], Any]
 
-STREAMED = (
-    "read a result unbuffered, a batch at a time: pool.stream(sql) "
-    "(or fastapi_mysqlpool.stream_rows() for a StreamingResponse)"
-)
+#: Batches read ahead of the consumer before the reading thread lets go.
+AHEAD = 2
 
 
 def stream(
@@ -76,22 +81,32 @@ class RowStream(Generic[RowT]):
     ``async for row in stream`` reads it all; ``async with`` ends it at the
     block's end whatever happened (rows left unread: the connection is closed
     and the query KILLed; all read: committed, the connection given back).
-    :meth:`batches` gives the rows a batch at a time.
+    :meth:`batches` gives the rows a batch at a time. One task at a time.
     """
 
     __slots__ = (
+        "_ahead",
         "_args",
+        "_arrived",
         "_batch",
+        "_closing",
         "_conn",
         "_convert",
         "_done",
+        "_error",
+        "_header",
         "_how",
         "_index",
+        "_lock",
+        "_loop",
         "_pool",
+        "_reader",
+        "_reading",
         "_result",
         "_rows",
         "_sql",
         "_started",
+        "_stop",
         "description",
     )
 
@@ -105,6 +120,7 @@ class RowStream(Generic[RowT]):
         batch: int = 1000,
         convert: Convert | None = None,
     ) -> None:
+        self._conn: PooledConnection | None = None
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch!r}")
         self._pool = pool
@@ -113,12 +129,22 @@ class RowStream(Generic[RowT]):
         self._how = 1 if dict_rows else 0  # fetch_row()'s: dicts or tuples
         self._batch = batch
         self._convert = convert
-        self._conn: PooledConnection | None = None
         self._result: Any = None  # the unbuffered result, until read or cut off
-        self._rows: Sequence[Any] = ()
+        self._rows: Sequence[Any] = ()  # the batch __anext__ hands out
         self._index = 0
         self._started = False
+        # Shared with the reading thread, under _lock:
+        self._lock = threading.Lock()
+        self._ahead: deque[Any] = deque()  # batches read, not yet taken
+        self._reading = False  # a thread is reading (or about to)
         self._done = False  # every row read, the connection in step
+        self._stop = False  # cut off: the thread stops at its next batch
+        self._closing: tuple[BaseException | None] | None = None  # left to it
+        self._error: BaseException | None = None  # the thread's
+        self._header = False
+        self._reader: asyncio.Future[None] | None = None
+        self._arrived: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: The result's DB-API description, as a cursor's: known once the
         #: first batch is read (empty for a statement without rows).
         self.description: Description = ()
@@ -153,25 +179,40 @@ class RowStream(Generic[RowT]):
     async def next_batch(self) -> Any:
         """The next batch, or None after the last (the stream then ends)."""
         self._rows = ()
-        if self._done:
-            await self.aclose()
-            return None
-        try:
-            if self._started:
-                got = await anyio.to_thread.run_sync(self._read_batch)
-            else:
-                self._started = True
-                got = await self._first_batch()
-        except BaseException as exc:
-            self._cut_off(exc)
-            raise
-        if not got and self._read_all():  # (set by the worker thread)
-            await self.aclose()
-            return None
-        return got
-
-    def _read_all(self) -> bool:
-        return self._done
+        if not self._started:
+            self._started = True
+            try:
+                await self._send()
+            except BaseException as exc:
+                self._cut_off(exc)
+                raise
+        arrived = self._arrived
+        while arrived is not None:
+            arrived.clear()  # before looking: a later set() is for us
+            with self._lock:
+                got = self._ahead.popleft() if self._ahead else None
+                error, self._error = self._error, None
+                done, reading, stop = self._done, self._reading, self._stop
+            if stop:
+                break
+            if got is not None:
+                if not (reading or done or stop):
+                    self._read_ahead()
+                return got
+            if error is not None:
+                self._cut_off(error)
+                raise error
+            if done and not reading:
+                break
+            if not reading:
+                self._read_ahead()
+            try:
+                await arrived.wait()
+            except BaseException as exc:  # cancelled
+                self._cut_off(exc)
+                raise
+        await self.aclose()
+        return None
 
     # -- the end ----------------------------------------------------------------------
 
@@ -192,14 +233,14 @@ class RowStream(Generic[RowT]):
     async def aclose(self) -> None:
         """End the stream: commit and give the connection back if every row
         was read; else close it (the pool KILLs the query)."""
+        with self._lock:
+            done = self._done and not self._reading
         conn = self._conn
-        if conn is None:
-            self._done = True  # closed before (or after) its end: no more rows
-            return
-        if not self._done:
+        if conn is None or not done:
             self._cut_off(None)
             return
         self._conn = None
+        self._stop = True
         pool = self._pool
         try:
             if conn.used:
@@ -213,12 +254,23 @@ class RowStream(Generic[RowT]):
         pool.checkin(conn, reusable=True)
 
     def _cut_off(self, exc: BaseException | None) -> None:
-        """Close the connection (no I/O to wait for): a query still running
-        (``pending``) is KILLed by the pool. Only then is the result freed,
-        which on an open connection would read every row left."""
+        """Stop; close the connection, now or (if a thread is reading) when
+        the thread stops. Nothing to await."""
+        with self._lock:
+            self._stop = True
+            self._ahead.clear()
+            if self._reading:
+                self._closing = (exc,)  # the thread closes it when it stops
+                return
+        self._close(exc)
+
+    def _close(self, exc: BaseException | None) -> None:
+        """Close the connection: a query still running (``pending``) is
+        KILLed by the pool. Only then is the result freed, which on an open
+        connection would read every row left."""
         conn = self._conn
         self._conn = None
-        self._done = True
+        self._rows = ()
         if conn is not None:
             if isinstance(exc, MySQLdb.Error):
                 if is_connection_broken(exc):
@@ -227,19 +279,20 @@ class RowStream(Generic[RowT]):
                     conn.in_step_after(exc)  # the server's error: none running
             self._pool.checkin(conn, reusable=False)
         self._result = None
-        self._rows = ()
 
     def __del__(self) -> None:
         # Dropped unfinished (a loop broken out of without aclose()): closed.
-        if getattr(self, "_conn", None) is not None:
-            self._cut_off(None)
+        # (Never while a thread reads: it holds a reference.)
+        if self._conn is not None:
+            self._close(None)
 
     # -- reading -------------------------------------------------------------------
 
-    async def _first_batch(self) -> Any:
-        """Borrow a connection, send the statement, wait for the answer on
-        the loop, read the first batch in a worker thread."""
+    async def _send(self) -> None:
+        """Borrow a connection, send the statement, wait on the loop until
+        the server starts answering (a sort may take long)."""
         pool = self._pool
+        self._loop = asyncio.get_running_loop()
         conn = await pool.aacquire(pool.acquire_timeout)  # checked, never blocking
         conn.used = False  # as a Lease: no transaction yet
         self._conn = conn
@@ -261,11 +314,52 @@ class RowStream(Generic[RowT]):
             await anyio.to_thread.run_sync(conn.send_query, statement)
         else:
             conn.send_query(statement)
-        # The server may take long to start answering (a sort): on the loop.
         await _aio.wait_readable(conn, conn.read_timeout)
-        return await anyio.to_thread.run_sync(self._read_first_batch)
+        self._arrived = asyncio.Event()
 
-    def _read_first_batch(self) -> Any:
+    def _read_ahead(self) -> None:
+        """Start a thread reading batches ahead (on the loop)."""
+        with self._lock:
+            if self._reading:
+                return
+            self._reading = True
+        self._reader = asyncio.ensure_future(anyio.to_thread.run_sync(self._reads))
+
+    def _reads(self) -> None:
+        """In a worker thread: batches, until ``AHEAD`` wait, the result
+        ends, an error, or a cut-off (then the connection is closed here)."""
+        error = None
+        try:
+            while not self._stop:
+                if self._header:
+                    got = self._read_batch()
+                else:
+                    self._header = True
+                    got = self._read_header()
+                with self._lock:
+                    if got and not self._stop:
+                        self._ahead.append(got)
+                    if self._done or self._stop or len(self._ahead) >= AHEAD:
+                        break
+                self._notify()
+        except BaseException as exc:
+            error = exc
+        with self._lock:
+            self._reading = False
+            self._error = error
+            closing = self._closing
+        if closing is not None:
+            self._close(*closing)  # cut off while reading: closed here
+        self._notify()
+
+    def _notify(self) -> None:
+        loop, arrived = self._loop, self._arrived
+        assert loop is not None
+        assert arrived is not None
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(arrived.set)
+
+    def _read_header(self) -> Any:
         """In a worker thread: the answer's header, then the first batch."""
         conn = self._conn
         assert conn is not None
@@ -287,8 +381,7 @@ class RowStream(Generic[RowT]):
         holds (see _answers._stream_answer).
         """
         conn = self._conn
-        if conn is None:  # cut off meanwhile
-            return self._converted(())
+        assert conn is not None
         rows = self._result.fetch_row(self._batch, self._how)
         if len(rows) < self._batch:
             self._result = None  # all read: freeing it reads nothing
@@ -300,7 +393,8 @@ class RowStream(Generic[RowT]):
         while conn.next_result() == 0:
             conn.discard_result()
         conn.pending = False
-        self._done = True
+        with self._lock:
+            self._done = True
 
     def _converted(self, rows: Sequence[Any]) -> Any:
         convert = self._convert
