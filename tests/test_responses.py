@@ -111,6 +111,21 @@ def test_ndjson_and_csv_from_a_def_route(db: Database, numbers: str) -> None:
     ]
 
 
+def test_an_empty_result_is_a_csv_header_or_an_empty_body(
+    db: Database, numbers: str
+) -> None:
+    app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=1))
+
+    @app.get("/empty")
+    async def empty(request: Request, format: str) -> Response:
+        sql = f"SELECT n AS number FROM {numbers} WHERE n < 0"
+        return stream_rows(request, sql, format=format)  # type: ignore[arg-type]
+
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/empty", params={"format": "csv"}).text == "number\r\n"
+        assert client.get("/empty", params={"format": "ndjson"}).content == b""
+
+
 def test_a_statement_that_fails_at_once_gets_the_json_error(
     db: Database, numbers: str
 ) -> None:

@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import MySQLdb
 import pytest
 
 from fastapi_mysqlpool import Pool, RowStream
+from fastapi_mysqlpool._stream import AHEAD
 
 from .servers import Database
 from .test_async_cursor import LoopWatch
@@ -146,6 +148,27 @@ async def test_an_error_before_the_rows_is_raised_at_the_first_batch(
         await stream.next_batch()
     assert pool.stats().in_use == 0
     await no_leak(db, pool)
+
+
+async def test_a_slow_consumer_holds_no_thread_and_few_batches(
+    pool: Pool, numbers: str
+) -> None:
+    """The reading thread stops once ``AHEAD`` batches wait, and lets go of
+    its worker thread: a slow client's export holds a connection, not a
+    thread, and memory for a few batches."""
+    million = f"SELECT a.n, b.n FROM {numbers} a CROSS JOIN {numbers} b"
+    async with pool.stream(million, batch=100) as stream:
+        assert len(await stream.next_batch()) == 100
+        await wait_for(lambda: not stream._reading)
+        assert len(stream._ahead) == AHEAD
+        assert anyio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+        taken = 1
+        while await stream.next_batch():
+            taken += 1
+            if taken == 50:
+                break
+    # Closed by the thread reading, once its batch is in.
+    await wait_for(lambda: pool.stats().in_use == 0)
 
 
 async def test_batch_must_be_positive(pool: Pool) -> None:
