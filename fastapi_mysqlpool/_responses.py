@@ -30,7 +30,7 @@ from ._stream import Description, RowStream
 logger = logging.getLogger("fastapi_mysqlpool")
 
 #: The formats of :func:`stream_rows`, and their media types.
-MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv"}  # (+ charset)
 
 
 def _json_value(value: Any) -> Any:
