@@ -50,6 +50,9 @@ Convert = Callable[[Sequence[Any], Description], Any]
 
 #: Batches read ahead of the consumer before the reading thread lets go.
 AHEAD = 2
+#: A stream cut off while its thread waits this long for rows has its session
+#: KILLed, which ends the wait (else it lasts until the rows come).
+KILL_STUCK_AFTER = 1.0
 
 
 def stream(
@@ -97,6 +100,7 @@ class RowStream(Generic[RowT]):
         "_header",
         "_how",
         "_index",
+        "_killing",
         "_lock",
         "_loop",
         "_pool",
@@ -143,6 +147,7 @@ class RowStream(Generic[RowT]):
         self._error: BaseException | None = None  # the thread's
         self._header = False
         self._reader: asyncio.Future[None] | None = None
+        self._killing: asyncio.Future[Any] | None = None
         self._arrived: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The result's DB-API description, as a cursor's: known once the
@@ -259,10 +264,25 @@ class RowStream(Generic[RowT]):
         with self._lock:
             self._stop = True
             self._ahead.clear()
-            if self._reading:
+            reading = self._reading
+            if reading:
                 self._closing = (exc,)  # the thread closes it when it stops
+        if not reading:
+            self._close(exc)
+        elif self._loop is not None:
+            self._loop.call_later(KILL_STUCK_AFTER, self._kill_stuck)
+
+    def _kill_stuck(self) -> None:
+        """Cut off, its thread still waiting for rows (a slow query): KILL
+        the session, which ends that wait (on the loop)."""
+        conn = self._conn
+        with self._lock:
+            if not self._reading or conn is None or conn.killer is None:
                 return
-        self._close(exc)
+        # Reads only the session's id and address: the thread keeps conn.
+        kill = conn.killer.akill_after_timeout(conn, KILL_STUCK_AFTER)
+        self._killing = asyncio.ensure_future(kill)  # (kept referenced)
+        self._killing.add_done_callback(_quiet)
 
     def _close(self, exc: BaseException | None) -> None:
         """Close the connection: a query still running (``pending``) is
@@ -349,7 +369,9 @@ class RowStream(Generic[RowT]):
             self._error = error
             closing = self._closing
         if closing is not None:
-            self._close(*closing)  # cut off while reading: closed here
+            # Cut off while reading: closed here; a read ended by a KILL
+            # (see _kill_stuck) left no session to KILL again.
+            self._close(error if isinstance(error, MySQLdb.Error) else closing[0])
         self._notify()
 
     def _notify(self) -> None:
@@ -399,3 +421,10 @@ class RowStream(Generic[RowT]):
     def _converted(self, rows: Sequence[Any]) -> Any:
         convert = self._convert
         return rows if convert is None else convert(rows, self.description)
+
+
+def _quiet(future: asyncio.Future[Any]) -> None:
+    """A KILL's outcome: nothing to report (it failing, the rows end the
+    thread's wait anyway)."""
+    if not future.cancelled():
+        future.exception()

@@ -15,7 +15,7 @@ import MySQLdb
 import pytest
 
 from fastapi_mysqlpool import Pool, RowStream
-from fastapi_mysqlpool._stream import AHEAD
+from fastapi_mysqlpool._stream import AHEAD, KILL_STUCK_AFTER
 
 from .servers import Database
 from .test_async_cursor import LoopWatch
@@ -169,6 +169,28 @@ async def test_a_slow_consumer_holds_no_thread_and_few_batches(
                 break
     # Closed by the thread reading, once its batch is in.
     await wait_for(lambda: pool.stats().in_use == 0)
+
+
+async def test_a_stream_cut_off_while_the_server_is_slow_is_killed_soon(
+    pool: Pool, db: Database, numbers: str
+) -> None:
+    """After 100,000 rows the server sleeps 30 s: a consumer cancelled while
+    the thread waits for the next rows has the session KILLed after
+    KILL_STUCK_AFTER, which ends the wait."""
+    slow = (
+        f"SELECT a.n, b.n, SLEEP(IF(a.n = 100 AND b.n = 0, 30, 0)) FROM {numbers} a "
+        f"STRAIGHT_JOIN {numbers} b ON b.n <= a.n + 1000"
+    )
+    taken = 0
+    async with pool.stream(slow) as stream:
+        with anyio.move_on_after(2):  # then waiting for the rows after the sleep
+            while await stream.next_batch():
+                taken += 1
+    assert 90 <= taken <= 100  # (the server holds back its last 16 KB)
+    started = time.monotonic()
+    await wait_for(lambda: pool.stats().in_use == 0 and not running_queries(db))
+    assert time.monotonic() - started < KILL_STUCK_AFTER + 3
+    await no_leak(db, pool)
 
 
 async def test_batch_must_be_positive(pool: Pool) -> None:
