@@ -526,8 +526,7 @@ class Pool(Slots, ConnectionPool):
         )
         return CursorContext(self, make)
 
-    #: ``async for row in pool.stream(sql, args)``: see :func:`_stream.stream`.
-    stream = stream
+    stream = stream  # async for row in pool.stream(sql, args): see _stream
 
     # -- introspection -----------------------------------------------------------
 
