@@ -39,8 +39,8 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Generator, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, Final, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -48,7 +48,7 @@ from mysqlclient_pool import ConnectionPool
 from MySQLdb.cursors import BaseCursor, Cursor
 from typing_extensions import Unpack
 
-from . import _aio
+from . import _aio, _retry
 from ._backoff import Backoff
 from ._config import ConnectConfig, make_config
 from ._connection import (
@@ -86,6 +86,8 @@ logger = logging.getLogger("fastapi_mysqlpool")
 #: threads, which sync routes may all hold (as HikariCP's
 #: addConnectionExecutor; mysqlclient has no non-blocking connect).
 CONNECT_THREADS: Final = 4
+
+T = TypeVar("T")
 
 
 class Pool(Slots, ConnectionPool):
@@ -514,6 +516,26 @@ class Pool(Slots, ConnectionPool):
             checked=False,
         )
         return CursorContext(self, make)
+
+    def run_transaction(
+        self, func: Callable[..., T], /, *args: Any, retries: int = 0, **kwargs: Any
+    ) -> T:
+        """``func(cursor, *args, **kwargs)`` in a transaction of its own, as in
+        :meth:`fetch` (blocking: use in threads); its result.
+
+        After a conflict (deadlock 1213, lock wait timeout 1205, a Galera
+        certification failure) the whole transaction runs again, up to
+        *retries* times, after a short jittered wait (each retry is logged);
+        never after any other error, nor after a COMMIT whose answer was lost.
+        """
+        return _retry.run_transaction(self, func, args, kwargs, retries=retries)
+
+    async def arun_transaction(
+        self, func: Callable[..., Any], /, *args: Any, retries: int = 0, **kwargs: Any
+    ) -> Any:
+        """:meth:`run_transaction` for the event loop: an async *func* gets an
+        :class:`AsyncPoolCursor`; a sync one a cursor, in a worker thread."""
+        return await _retry.arun_transaction(self, func, args, kwargs, retries=retries)
 
     # -- introspection -----------------------------------------------------------
 

@@ -89,5 +89,6 @@ def test_kinds_have_stable_codes_statuses_and_messages() -> None:
         (0, 500, "Something Went Wrong"),
         (1, 503, "Database Server Is Not Available"),
         (2, 503, "Database Server Is Busy"),
+        (3, 503, "Database Conflict, Try Again"),
         (4, 504, "Database Query Timed Out"),
     ]
