@@ -57,4 +57,3 @@ async def _run(
         await arun_transaction(pool, func, args, kwargs, retries=retries)
     except Exception:
         logger.exception("background task %s failed", name_of(func))
-

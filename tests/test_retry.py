@@ -30,9 +30,7 @@ class Deadlock:
         self.table = db.create_table("rows", "id INT PRIMARY KEY, v INT")
         self.ballast = db.create_table("ballast", "id INT PRIMARY KEY, v INT")
         db.query(f"INSERT INTO {self.table} VALUES (1, 0), (2, 0)")
-        db.query(
-            f"INSERT INTO {self.ballast} SELECT seq, 0 FROM seq_1_to_50"
-        )
+        db.query(f"INSERT INTO {self.ballast} SELECT seq, 0 FROM seq_1_to_50")
         self.blocked = threading.Event()
         self.session: int | None = None
 
