@@ -23,7 +23,7 @@ from ._errors import (
 )
 from ._lifespan import mysql_pool_lifespan
 from ._pool import Pool
-from ._stats import PoolStats
+from ._stats import HostStats, PoolStats
 
 __version__ = "0.1.0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "CursorReleasedError",
     "DictCursor",
     "ErrorKind",
+    "HostStats",
     "Pool",
     "PoolClosed",
     "PoolStartupError",

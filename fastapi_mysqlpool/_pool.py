@@ -35,12 +35,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Mapping
-from typing import Any, Final, TypeVar
+from collections.abc import Generator, Mapping
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
@@ -48,7 +49,7 @@ from mysqlclient_pool import ConnectionPool
 from MySQLdb.cursors import BaseCursor, Cursor
 from typing_extensions import Unpack
 
-from . import _aio, _retry
+from . import _aio
 from ._backoff import Backoff
 from ._config import ConnectConfig, make_config
 from ._connection import (
@@ -76,6 +77,7 @@ from ._options import (
     Settings,
     default_max_size,
 )
+from ._retry import Transactions
 from ._slots import OPEN_ONE, Slots
 from ._stats import PoolStats
 
@@ -87,10 +89,8 @@ logger = logging.getLogger("fastapi_mysqlpool")
 #: addConnectionExecutor; mysqlclient has no non-blocking connect).
 CONNECT_THREADS: Final = 4
 
-T = TypeVar("T")
 
-
-class Pool(Slots, ConnectionPool):
+class Pool(Slots, Transactions, ConnectionPool):
     """A bounded, self-healing pool of ``MySQLdb`` connections.
 
     ``config``, ``size``, ``timeout`` and ``fillup`` mean what they mean in
@@ -136,6 +136,8 @@ class Pool(Slots, ConnectionPool):
             lock=self._lock,
             counters=self.counters,
             killer=self.housekeeper,
+            target=settings.target,
+            on_recovered=functools.partial(_hosts_changed, self),
         )
         self.connect_backoff = self._connector.backoff
         if open:
@@ -172,6 +174,7 @@ class Pool(Slots, ConnectionPool):
                 self._close_idle()
                 raise
         self.housekeeper.start()
+        self._connector.start()
 
     async def aopen(
         self, wait: bool | None = None, timeout: float | None = None
@@ -214,6 +217,7 @@ class Pool(Slots, ConnectionPool):
 
     def _finish_close(self) -> None:
         self._closed = True
+        self._connector.stop(CHECK_TIMEOUT + self._connector.connect_timeout())
         # It may be in a connect (bounded by connect_timeout) or a check
         # (bounded by CHECK_TIMEOUT); it exits at its next step.
         self.housekeeper.finish(CHECK_TIMEOUT + self._connector.connect_timeout())
@@ -239,6 +243,10 @@ class Pool(Slots, ConnectionPool):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def refused_writes(self, conn: PooledConnection, exc: BaseException) -> None:
+        """*conn*'s host refused a write (demoted): dropped, for a while."""
+        self._connector.refused_writes(conn, exc)
 
     # -- opening connections -------------------------------------------------
 
@@ -517,35 +525,25 @@ class Pool(Slots, ConnectionPool):
         )
         return CursorContext(self, make)
 
-    def run_transaction(
-        self, func: Callable[..., T], /, *args: Any, retries: int = 0, **kwargs: Any
-    ) -> T:
-        """``func(cursor, *args, **kwargs)`` in a transaction of its own, as in
-        :meth:`fetch` (blocking: use in threads); its result.
-
-        After a conflict (deadlock 1213, lock wait timeout 1205, a Galera
-        certification failure) the whole transaction runs again, up to
-        *retries* times, after a short jittered wait (each retry is logged);
-        never after any other error, nor after a COMMIT whose answer was lost.
-        """
-        return _retry.run_transaction(self, func, args, kwargs, retries=retries)
-
-    async def arun_transaction(
-        self, func: Callable[..., Any], /, *args: Any, retries: int = 0, **kwargs: Any
-    ) -> Any:
-        """:meth:`run_transaction` for the event loop: an async *func* gets an
-        :class:`AsyncPoolCursor`; a sync one a cursor, in a worker thread."""
-        return await _retry.arun_transaction(self, func, args, kwargs, retries=retries)
-
     # -- introspection -----------------------------------------------------------
 
     def stats(self) -> PoolStats:
         """A consistent snapshot of the pool's state and counters."""
         with self._lock:
-            return self.counters.snapshot(
+            stats = self.counters.snapshot(
                 size=len(self.idle) + self._in_use + self._checking,
                 idle=len(self.idle),
                 in_use=self._in_use,
                 waiting=len(self._waiters),
                 max_size=self.max_size,
             )
+            hosts = self._connector.host_stats()
+        return dataclasses.replace(stats, hosts=hosts) if hosts else stats
+
+
+def _hosts_changed(pool: Pool) -> None:
+    """A host became fit (refill now, not after a backoff) or unfit (its idle
+    connections, marked stale, are closed now)."""
+    with pool.cond:
+        pool.housekeeper.refill_backoff.succeeded()
+        pool.cond.notify_all()

@@ -149,3 +149,29 @@ def is_async(func: Callable[..., Any]) -> bool:
 
 def name_of(func: Callable[..., Any]) -> str:
     return getattr(func, "__qualname__", None) or repr(func)
+
+
+class Transactions:
+    """:class:`Pool`'s transaction runners (a mixin: the pool lends cursors)."""
+
+    def run_transaction(
+        self, func: Callable[..., T], /, *args: Any, retries: int = 0, **kwargs: Any
+    ) -> T:
+        """``func(cursor, *args, **kwargs)`` in a transaction of its own, as in
+        :meth:`Pool.fetch` (blocking: use in threads); its result.
+
+        After a conflict (deadlock 1213, lock wait timeout 1205, a Galera
+        certification failure) the whole transaction runs again, up to
+        *retries* times, after a short jittered wait (each retry is logged);
+        never after any other error, nor after a COMMIT whose answer was lost.
+        """
+        pool: TransactionPool = self  # type: ignore[assignment]
+        return run_transaction(pool, func, args, kwargs, retries=retries)
+
+    async def arun_transaction(
+        self, func: Callable[..., Any], /, *args: Any, retries: int = 0, **kwargs: Any
+    ) -> Any:
+        """:meth:`run_transaction` for the event loop: an async *func* gets an
+        :class:`AsyncPoolCursor`; a sync one a cursor, in a worker thread."""
+        pool: TransactionPool = self  # type: ignore[assignment]
+        return await arun_transaction(pool, func, args, kwargs, retries=retries)
