@@ -256,13 +256,16 @@ class HostMonitor:
             thread.join(timeout)
 
     def _watch(self, host: Host) -> None:
-        config = {
-            **host.config,
-            "autocommit": True,
-            "connect_timeout": MONITOR_CONNECT_TIMEOUT,
-            "read_timeout": MONITOR_READ_TIMEOUT,
-            "write_timeout": MONITOR_READ_TIMEOUT,
-        }
+        # A ConnectConfig: its repr (in a frame's locals) hides the password.
+        config = ConnectConfig(
+            {
+                **host.config,
+                "autocommit": True,
+                "connect_timeout": MONITOR_CONNECT_TIMEOUT,
+                "read_timeout": MONITOR_READ_TIMEOUT,
+                "write_timeout": MONITOR_READ_TIMEOUT,
+            }
+        )
         conn: Any = None
         try:
             while not self._stop.is_set():

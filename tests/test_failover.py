@@ -203,3 +203,21 @@ def test_target_any_spreads_over_every_healthy_host(cluster: Cluster) -> None:
         stats = pool.stats()
         assert [h.connections for h in stats.hosts] == [3, 3]
         assert len(stats.current_hosts) == 2
+
+
+def test_a_write_refused_as_read_only_leaves_the_host_at_once(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without waiting for the monitor (made slow here): the refused write
+    itself marks the host down."""
+    from fastapi_mysqlpool import _hosts
+
+    monkeypatch.setattr(_hosts, "MONITOR_INTERVAL", 60.0)
+    a, b = cluster.servers
+    with TestClient(write_app(cluster, size=1)) as client:
+        assert client.post("/").json() == a.port
+        cluster.read_only(a, True)
+        refused = client.post("/")
+        assert (refused.status_code, refused.json()["code"]) == (503, 1)
+        assert client.post("/").json() == b.port
+        assert cluster.sessions(a) == 1  # the monitor's only
