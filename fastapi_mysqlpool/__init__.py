@@ -24,7 +24,7 @@ from ._errors import (
 from ._lifespan import mysql_pool_lifespan
 from ._pool import Pool
 from ._responses import stream_rows
-from ._stats import PoolStats
+from ._stats import HostStats, PoolStats
 from ._stream import RowStream
 
 __version__ = "0.1.0"
@@ -37,6 +37,7 @@ __all__ = [
     "CursorReleasedError",
     "DictCursor",
     "ErrorKind",
+    "HostStats",
     "Pool",
     "PoolClosed",
     "PoolStartupError",

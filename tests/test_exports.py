@@ -12,6 +12,7 @@ PUBLIC = {
     "CursorReleasedError",
     "DictCursor",
     "ErrorKind",
+    "HostStats",
     "Pool",
     "PoolClosed",
     "PoolStartupError",
