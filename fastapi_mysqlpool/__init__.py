@@ -24,7 +24,9 @@ from ._errors import (
 from ._health import health_router
 from ._lifespan import mysql_pool_lifespan
 from ._pool import Pool
-from ._stats import PoolStats
+from ._responses import stream_rows
+from ._stats import HostStats, PoolStats
+from ._stream import RowStream
 
 __version__ = "0.1.0"
 
@@ -36,12 +38,14 @@ __all__ = [
     "CursorReleasedError",
     "DictCursor",
     "ErrorKind",
+    "HostStats",
     "Pool",
     "PoolClosed",
     "PoolStartupError",
     "PoolStats",
     "PoolTimeout",
     "QueryTimeout",
+    "RowStream",
     "add_pool_task",
     "get_async_cursor",
     "get_async_dict_cursor",
@@ -50,6 +54,7 @@ __all__ = [
     "get_pool",
     "health_router",
     "mysql_pool_lifespan",
+    "stream_rows",
 ]
 
 # Show the public names as the package's own (as httpx does).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypedDict
+from typing import Any, Final, Literal, TypedDict
 
 import anyio.to_thread
 
@@ -49,6 +49,10 @@ class PoolLimits(TypedDict, total=False):
     #: session variables back to the server's defaults): ``SET time_zone``...
     #: If it raises, the connection is closed and counted as an error.
     configure: Callable[[Any], object] | None
+    #: With several hosts: ``"primary"`` (default), connect only to a host
+    #: that takes writes, the first in the configured order; ``"any"``,
+    #: spread over every healthy host (Galera, read-only clusters).
+    target: Literal["primary", "any"]
 
 
 class PoolOptions(PoolLimits, total=False):
@@ -80,6 +84,7 @@ class Settings:
     max_idle: float
     leak_timeout: float | None = None
     configure: Callable[[Any], object] | None = None
+    target: str = "primary"
 
     @classmethod
     def of(cls, options: PoolOptions) -> Settings:
@@ -130,6 +135,9 @@ class Settings:
         configure = options.get("configure")
         if configure is not None and not callable(configure):
             raise ValueError(f"configure must be callable, got {configure!r}")
+        target = options.get("target", "primary")
+        if target not in ("primary", "any"):
+            raise ValueError(f"target must be 'primary' or 'any', got {target!r}")
         if size is None:
             size = DEFAULT_SIZE if max_size is None else min(DEFAULT_SIZE, max_size)
         return cls(
@@ -142,6 +150,7 @@ class Settings:
             max_idle=max_idle,
             leak_timeout=leak_timeout,
             configure=configure,
+            target=target,
         )
 
 

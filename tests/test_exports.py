@@ -12,12 +12,14 @@ PUBLIC = {
     "CursorReleasedError",
     "DictCursor",
     "ErrorKind",
+    "HostStats",
     "Pool",
     "PoolClosed",
     "PoolStartupError",
     "PoolStats",
     "PoolTimeout",
     "QueryTimeout",
+    "RowStream",
     "add_pool_task",
     "get_async_cursor",
     "get_async_dict_cursor",
@@ -26,6 +28,7 @@ PUBLIC = {
     "get_pool",
     "health_router",
     "mysql_pool_lifespan",
+    "stream_rows",
 }
 
 
