@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -76,6 +77,7 @@ from ._options import (
     Settings,
     default_max_size,
 )
+from ._read_lease import ReadCursorContext, ReadRouter, read_lease_maker
 from ._slots import OPEN_ONE, Slots
 from ._stats import PoolStats
 
@@ -97,6 +99,9 @@ class Pool(Slots, ConnectionPool):
     described in :class:`PoolOptions`. With ``open=False``, :meth:`open`
     (or :meth:`aopen`) starts the pool.
     """
+
+    #: Where read cursors go: None, this pool; else its replicas (see _replicas).
+    read_router: ReadRouter | None = None
 
     def __init__(
         self,
@@ -515,15 +520,33 @@ class Pool(Slots, ConnectionPool):
         )
         return CursorContext(self, make)
 
+    def read_cursor(self, dict_rows: bool = False) -> ReadCursorContext:
+        """``async with pool.read_cursor() as cursor``: a read cursor (an
+        :class:`AsyncPoolCursor` in autocommit that refuses writes) on a
+        replica's connection, or on this pool's without replicas. Nothing to
+        commit at the end; nothing in it blocks the event loop."""
+        return ReadCursorContext(self, read_lease_maker(None, dict_rows=dict_rows))
+
     # -- introspection -----------------------------------------------------------
 
+    @property
+    def replicas(self) -> tuple[Any, ...]:
+        """The replicas that read cursors go to (see ``replicas=``), in order."""
+        router = self.read_router
+        return () if router is None else router.replicas
+
     def stats(self) -> PoolStats:
-        """A consistent snapshot of the pool's state and counters."""
+        """A consistent snapshot of the pool's state and counters; with
+        replicas, each one's state, lag and pool in ``replicas``."""
         with self._lock:
-            return self.counters.snapshot(
+            stats = self.counters.snapshot(
                 size=len(self.idle) + self._in_use + self._checking,
                 idle=len(self.idle),
                 in_use=self._in_use,
                 waiting=len(self._waiters),
                 max_size=self.max_size,
             )
+        router = self.read_router
+        if router is None:
+            return stats
+        return dataclasses.replace(stats, replicas=router.replica_stats())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,22 @@ class PoolStats:
     timeouts: int
     #: Seconds callers spent queued, in total.
     wait_time: float
+    #: With replicas: each one's state, lag and pool (the primary's stats only).
+    replicas: tuple[ReplicaStats, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class ReplicaStats:
+    """A replica, as its lag check last saw it, and a snapshot of its pool."""
+
+    #: ``user@host:port/database``.
+    target: str
+    #: ``healthy`` (takes reads), ``lagging``, ``stopped``, ``broken``,
+    #: ``unreachable`` or ``starting`` (not checked yet).
+    state: str
+    #: Seconds behind the primary (``Seconds_Behind_Master``), None if unknown.
+    lag: float | None
+    pool: PoolStats
 
 
 class Counters:
