@@ -530,6 +530,11 @@ class Pool(Slots, ConnectionPool):
     # -- introspection -----------------------------------------------------------
 
     @property
+    def in_use(self) -> int:
+        """Connections lent out now (read without the lock: a hint)."""
+        return self._in_use
+
+    @property
     def replicas(self) -> tuple[Any, ...]:
         """The replicas that read cursors go to (see ``replicas=``), in order."""
         router = self.read_router
