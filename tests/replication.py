@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -49,7 +50,13 @@ class Replication:
         return [self.primary, *self.replicas]
 
     def start(self) -> None:
-        # In parallel: most of a start is initializing the data directory.
+        # One data directory initialized, copied for the replicas (parallel
+        # bootstraps may collide on their temporary files), then all three
+        # started at once.
+        primary = self.primary
+        primary._initialize()
+        for replica in self.replicas:
+            shutil.copytree(primary.datadir, replica.datadir)
         with concurrent.futures.ThreadPoolExecutor(len(self.servers)) as starts:
             for started in [starts.submit(s.start) for s in self.servers]:
                 started.result()
