@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import logging
 import math
@@ -77,7 +76,7 @@ from ._options import (
     Settings,
     default_max_size,
 )
-from ._read_lease import ReadCursorContext, ReadRouter, read_lease_maker
+from ._read_lease import Reads
 from ._slots import OPEN_ONE, Slots
 from ._stats import PoolStats
 
@@ -90,7 +89,7 @@ logger = logging.getLogger("fastapi_mysqlpool")
 CONNECT_THREADS: Final = 4
 
 
-class Pool(Slots, ConnectionPool):
+class Pool(Slots, Reads, ConnectionPool):
     """A bounded, self-healing pool of ``MySQLdb`` connections.
 
     ``config``, ``size``, ``timeout`` and ``fillup`` mean what they mean in
@@ -99,9 +98,6 @@ class Pool(Slots, ConnectionPool):
     described in :class:`PoolOptions`. With ``open=False``, :meth:`open`
     (or :meth:`aopen`) starts the pool.
     """
-
-    #: Where read cursors go: None, this pool; else its replicas (see _replicas).
-    read_router: ReadRouter | None = None
 
     def __init__(
         self,
@@ -520,25 +516,7 @@ class Pool(Slots, ConnectionPool):
         )
         return CursorContext(self, make)
 
-    def read_cursor(self, dict_rows: bool = False) -> ReadCursorContext:
-        """``async with pool.read_cursor() as cursor``: a read cursor (an
-        :class:`AsyncPoolCursor` in autocommit that refuses writes) on a
-        replica's connection, or on this pool's without replicas. Nothing to
-        commit at the end; nothing in it blocks the event loop."""
-        return ReadCursorContext(self, read_lease_maker(None, dict_rows=dict_rows))
-
     # -- introspection -----------------------------------------------------------
-
-    @property
-    def in_use(self) -> int:
-        """Connections lent out now (read without the lock: a hint)."""
-        return self._in_use
-
-    @property
-    def replicas(self) -> tuple[Any, ...]:
-        """The replicas that read cursors go to (see ``replicas=``), in order."""
-        router = self.read_router
-        return () if router is None else router.replicas
 
     def stats(self) -> PoolStats:
         """A consistent snapshot of the pool's state and counters; with
@@ -551,7 +529,4 @@ class Pool(Slots, ConnectionPool):
                 waiting=len(self._waiters),
                 max_size=self.max_size,
             )
-        router = self.read_router
-        if router is None:
-            return stats
-        return dataclasses.replace(stats, replicas=router.replica_stats())
+        return self.with_replicas(stats)

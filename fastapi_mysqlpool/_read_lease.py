@@ -10,6 +10,7 @@ each template (see _readonly) in front.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
@@ -25,7 +26,7 @@ from ._cursors import leased_cursor_class
 from ._errors import ReadOnlyError, is_connection_broken
 from ._lease import Lease, LendingPool, _drain
 from ._readonly import read_only
-from ._stats import ReplicaStats
+from ._stats import PoolStats, ReplicaStats
 
 RowT = TypeVar("RowT")
 
@@ -244,3 +245,38 @@ def read_lease_maker(
         return ReadLease.of_cursor(pool, conn, cursor_class=cursor_class, checked=False)
 
     return make
+
+
+class Reads:
+    """The pool's side of read cursors (a mixin of :class:`Pool`): where they
+    go, ``read_cursor()``, and the replicas in ``stats()``."""
+
+    #: Where read cursors go: None, this pool; else its replicas (see _replicas).
+    read_router: ReadRouter | None = None
+    _in_use: int
+
+    def read_cursor(self, dict_rows: bool = False) -> ReadCursorContext:
+        """``async with pool.read_cursor() as cursor``: a read cursor (an
+        :class:`AsyncPoolCursor` in autocommit that refuses writes) on a
+        replica's connection, or on this pool's without replicas. Nothing to
+        commit at the end; nothing in it blocks the event loop."""
+        make = read_lease_maker(None, dict_rows=dict_rows)
+        return ReadCursorContext(self, make)  # type: ignore[arg-type]
+
+    @property
+    def in_use(self) -> int:
+        """Connections lent out now (read without the lock: a hint)."""
+        return self._in_use
+
+    @property
+    def replicas(self) -> tuple[Any, ...]:
+        """The replicas that read cursors go to (see ``replicas=``), in order."""
+        router = self.read_router
+        return () if router is None else router.replicas
+
+    def with_replicas(self, stats: PoolStats) -> PoolStats:
+        """*stats*, with each replica's if there are replicas."""
+        router = self.read_router
+        if router is None:
+            return stats
+        return dataclasses.replace(stats, replicas=router.replica_stats())
