@@ -261,7 +261,7 @@ def build_lib_async(cfg: Config) -> FastAPI:
     return app
 
 
-def build_lib_async_read(cfg: Config) -> FastAPI:
+def build_lib_async_read(cfg: Config, replicas: list[str] | None = None) -> FastAPI:
     """The library's read cursors in async routes (autocommit: no COMMIT)."""
     from fastapi_mysqlpool import (
         AsyncReadCursor,
@@ -269,7 +269,6 @@ def build_lib_async_read(cfg: Config) -> FastAPI:
         mysql_pool_lifespan,
     )
 
-    replicas = [u for u in os.environ.get("BENCH_REPLICA_URLS", "").split(",") if u]
     app = FastAPI(
         lifespan=mysql_pool_lifespan(cfg, size=POOL_SIZE, replicas=replicas or None)
     )
@@ -297,9 +296,10 @@ def build_lib_async_read(cfg: Config) -> FastAPI:
 def build_lib_async_replicas(cfg: Config) -> FastAPI:
     """lib_async_read over the replicas in BENCH_REPLICA_URLS (comma-separated
     mysql:// URLs; the primary's user, password and database fill in)."""
-    if not os.environ.get("BENCH_REPLICA_URLS"):
+    replicas = [u for u in os.environ.get("BENCH_REPLICA_URLS", "").split(",") if u]
+    if not replicas:
         raise RuntimeError("lib_async_replicas needs BENCH_REPLICA_URLS")
-    return build_lib_async_read(cfg)
+    return build_lib_async_read(cfg, replicas)
 
 
 def build_lib_sync_read(cfg: Config) -> FastAPI:

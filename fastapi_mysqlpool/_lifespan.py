@@ -54,6 +54,7 @@ def mysql_pool_lifespan(
     replica_max_size: int | None = ...,
     max_replica_lag: float = ...,
     replica_fallback: bool = ...,
+    replica_lag_query: str | None = ...,
     **options: Unpack[PoolOptions],
 ) -> StatefulLifespan: ...
 
@@ -69,6 +70,7 @@ def mysql_pool_lifespan(
     replica_max_size: int | None = ...,
     max_replica_lag: float = ...,
     replica_fallback: bool = ...,
+    replica_lag_query: str | None = ...,
     **options: Unpack[PoolOptions],
 ) -> StatelessLifespan: ...
 
@@ -83,6 +85,7 @@ def mysql_pool_lifespan(
     replica_max_size: int | None = None,
     max_replica_lag: float = DEFAULT_MAX_REPLICA_LAG,
     replica_fallback: bool = True,
+    replica_lag_query: str | None = None,
     **options: Unpack[PoolOptions],
 ) -> StatelessLifespan | StatefulLifespan:
     """A lifespan for ``FastAPI(lifespan=...)`` that owns a MySQL pool.
@@ -109,7 +112,9 @@ def mysql_pool_lifespan(
     more than *max_replica_lag* seconds behind (default 5; checked about once
     a second) takes no new reads until it is healthy again; with none
     healthy, reads go to the primary (*replica_fallback*, default) or fail
-    with 503, code 1.
+    with 503, code 1. The lag is ``SHOW REPLICA STATUS``'s (the user needs
+    ``SLAVE MONITOR`` or ``REPLICATION CLIENT``), or what
+    *replica_lag_query* returns (seconds, from a heartbeat table).
     """
     config = make_config(cfg)
     # Fail where the app is defined, not at its first startup.
@@ -139,6 +144,7 @@ def mysql_pool_lifespan(
                     options=replica_options,
                     max_lag=max_replica_lag,
                     fallback=replica_fallback,
+                    lag_query=replica_lag_query,
                 )
                 pool.read_router = replica_set
                 await replica_set.aopen()

@@ -92,11 +92,11 @@ class Replica:
 
     __slots__ = ("_looked", "_reader", "lag", "pool", "state")
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, lag_query: str | None = None) -> None:
         self.pool = pool
         self.state: str = STARTING
         self.lag: float | None = None
-        self._reader = StatusReader(pool.config)
+        self._reader = StatusReader(pool.config, lag_query)
         self._looked = threading.Event()  # the first look is done
 
     @property
@@ -123,6 +123,7 @@ class ReplicaSet:
         options: PoolOptions,
         max_lag: float,
         fallback: bool,
+        lag_query: str | None = None,
         interval: float = CHECK_INTERVAL,
     ) -> None:
         self.primary = primary
@@ -130,7 +131,8 @@ class ReplicaSet:
         self.fallback = fallback
         self.interval = interval
         self.replicas: tuple[Replica, ...] = tuple(
-            Replica(Pool(config, open=False, **options)) for config in configs
+            Replica(Pool(config, open=False, **options), lag_query)
+            for config in configs
         )
         self._next = 0  # where the next choice starts: round robin among ties
         self._lock = threading.Lock()  # state changes, each logged once

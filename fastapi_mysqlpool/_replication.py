@@ -2,7 +2,10 @@
 
 Read over a monitoring connection of its own (not one of the pool's, so a
 busy pool never delays the check, and the check never takes a slot), at
-most ``STATUS_TIMEOUT`` seconds per look.
+most ``STATUS_TIMEOUT`` seconds per look. Or, with ``replica_lag_query``, a
+query of the user's that returns the lag in seconds (a heartbeat table, such
+as pt-heartbeat's, which needs no privilege beyond reading it): then a
+replication that stopped shows as a lag that grows.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ def judge(row: Mapping[str, Any] | None, max_lag: float) -> tuple[str, float | N
 class StatusReader:
     """Looks at one replica's replication state (blocking: for its thread)."""
 
-    def __init__(self, config: ConnectConfig) -> None:
+    def __init__(self, config: ConnectConfig, lag_query: str | None = None) -> None:
+        self.lag_query = lag_query
         self.config = ConnectConfig(
             {
                 **config,
@@ -88,6 +92,8 @@ class StatusReader:
         try:
             if self._conn is None:
                 self._conn = MySQLdb.connect(**self.config)
+            if self.lag_query is not None:
+                return self._heartbeat(self.lag_query, max_lag)
             row = self._status()
         except MySQLdb.Error as exc:
             self.close()
@@ -99,6 +105,17 @@ class StatusReader:
         state, lag = judge(row, max_lag)
         self.reason = f"{lag:g} s behind" if state == LAGGING and lag else ""
         return state, lag
+
+    def _heartbeat(self, query: str, max_lag: float) -> tuple[str, float | None]:
+        cursor = self._conn.cursor()
+        cursor.execute(query)
+        row = cursor.fetchone()
+        lag = None if row is None or row[0] is None else float(row[0])
+        if lag is None or lag > max_lag:
+            self.reason = "no heartbeat" if lag is None else f"{lag:g} s behind"
+            return LAGGING, lag
+        self.reason = ""
+        return HEALTHY, lag
 
     def _status(self) -> Mapping[str, Any] | bool | None:
         cursor = self._conn.cursor(MySQLdb.cursors.DictCursor)

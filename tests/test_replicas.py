@@ -152,7 +152,7 @@ def test_reads_go_to_both_replicas_and_writes_to_the_primary(user: User) -> None
         assert seen == {(7, 2), (7, 3)}
         stats = pool.stats()
         assert [r.state for r in stats.replicas] == ["healthy", "healthy"]
-        assert all(r.lag == 0 for r in stats.replicas)
+        assert all(r.lag is not None and r.lag < 5 for r in stats.replicas)
         assert sum(r.pool.requests for r in stats.replicas) == 34
         assert stats.requests == 1  # the write only
         # The replicas' connections are in autocommit: nothing for reset.
@@ -285,3 +285,26 @@ def test_shutdown_closes_every_connection_on_every_server(user: User) -> None:
         while user.connections(server) and time.monotonic() < deadline:
             time.sleep(0.01)  # the server drops a session shortly after QUIT
         assert user.connections(server) == 0, server
+
+
+def test_the_lag_from_a_heartbeat_table(user: User) -> None:
+    servers = user.servers
+    beat = f"test.`{user.name}_heartbeat`"
+    servers.on(servers.primary, f"CREATE TABLE {beat} (ts DATETIME(6))")
+    servers.on(servers.primary, f"INSERT INTO {beat} VALUES (UTC_TIMESTAMP(6))")
+    query = f"SELECT TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) / 1e6 FROM {beat}"
+    app = make_app(user, replica_lag_query=query, replica_fallback=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        replicas = get_pool(app).replicas
+        assert [r.state for r in replicas] == ["healthy", "healthy"]
+        assert server_ids(client, 4) == {2: 2, 3: 2}
+        # A heartbeat 10 s old: both replicas 10 s behind.
+        servers.on(servers.primary, f"UPDATE {beat} SET ts = ts - INTERVAL 10 SECOND")
+        for replica in replicas:
+            assert replica_set(app).wait_state(replica, "lagging", 3)
+        assert get_pool(app).stats().replicas[0].lag >= 10
+        assert client.get("/server").json()["code"] == 1
+        servers.on(servers.primary, f"UPDATE {beat} SET ts = UTC_TIMESTAMP(6)")
+        for replica in replicas:
+            assert replica_set(app).wait_state(replica, "healthy", 3)
+        assert server_ids(client, 4) == {2: 2, 3: 2}
