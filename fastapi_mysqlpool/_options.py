@@ -86,26 +86,26 @@ class Settings:
         acquire_timeout = options.get("acquire_timeout", DEFAULT_ACQUIRE_TIMEOUT)
         max_lifetime = options.get("max_lifetime", DEFAULT_MAX_LIFETIME)
         max_idle = options.get("max_idle", DEFAULT_MAX_IDLE)
-        check_count("size", size, 0)
-        check_count("max_size", max_size, 1)
+        _check_count("size", size, 0)
+        _check_count("max_size", max_size, 1)
         if max_size is not None and size is not None and max_size < size:
             raise ValueError(f"max_size ({max_size}) must be >= size ({size})")
-        check_time("timeout", timeout)
+        _check_time("timeout", timeout)
         if not 0 <= timeout < math.inf:
             raise ValueError(f"timeout must be >= 0 and finite, got {timeout}")
-        check_time("acquire_timeout", acquire_timeout)
+        _check_time("acquire_timeout", acquire_timeout)
         if not 0 < acquire_timeout < math.inf:
             raise ValueError(
                 f"acquire_timeout must be > 0 and finite, got {acquire_timeout}"
             )
         # Infinite lifetimes and idle times make sense: never retire.
         if max_lifetime is not None:
-            check_time("max_lifetime", max_lifetime)
+            _check_time("max_lifetime", max_lifetime)
             if max_lifetime <= 0:
                 raise ValueError(
                     f"max_lifetime must be > 0 or None, got {max_lifetime}"
                 )
-        check_time("max_idle", max_idle)
+        _check_time("max_idle", max_idle)
         if max_idle <= 0:
             raise ValueError(f"max_idle must be > 0, got {max_idle}")
         if size is None:
@@ -135,7 +135,7 @@ def default_max_size(size: int) -> int:
     return max(size, tokens)
 
 
-def check_count(name: str, value: object, minimum: int) -> None:
+def _check_count(name: str, value: object, minimum: int) -> None:
     """None (the default) or an int, not a bool, not a float."""
     if value is None:
         return
@@ -145,7 +145,7 @@ def check_count(name: str, value: object, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
-def check_time(name: str, value: object) -> None:
+def _check_time(name: str, value: object) -> None:
     """Seconds: an int or a float, not a bool, not NaN."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number of seconds, got {value!r}")

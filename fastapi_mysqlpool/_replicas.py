@@ -24,7 +24,7 @@ import anyio.to_thread
 from ._config import ConnectConfig, make_config, parse_url
 from ._connection import PooledConnection
 from ._errors import DrainedError, NoReplicaAvailable, PoolClosed
-from ._options import PoolOptions, Settings, check_count, check_time
+from ._options import PoolOptions, Settings, _check_count, _check_time
 from ._pool import Pool
 from ._replication import HEALTHY, STARTING, UNREACHABLE, StatusReader
 from ._stats import ReplicaStats
@@ -73,8 +73,8 @@ def replica_pool_options(
     (*replica_max_size*, else the primary's) and ``fillup`` (in the
     background: a replica down at startup does not stop the app). Checks
     *replica_max_size* and *max_replica_lag*."""
-    check_count("replica_max_size", replica_max_size, 1)
-    check_time("max_replica_lag", max_replica_lag)
+    _check_count("replica_max_size", replica_max_size, 1)
+    _check_time("max_replica_lag", max_replica_lag)
     if not 0 < max_replica_lag < math.inf:
         raise ValueError(f"max_replica_lag must be > 0, got {max_replica_lag}")
     replica: PoolOptions = {**options, "fillup": False}
