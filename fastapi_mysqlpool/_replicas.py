@@ -181,7 +181,12 @@ class ReplicaSet:
         reader = replica._reader
         try:
             while not self._stop.is_set():
-                state, lag = reader.look(self.max_lag)
+                try:
+                    state, lag = reader.look(self.max_lag)
+                except Exception:  # never a dead check that left a state behind
+                    logger.exception("replica %s: the lag check failed", replica.target)
+                    reader.close()
+                    state, lag, reader.reason = UNREACHABLE, None, "check failed"
                 replica.lag = lag
                 self.set_state(replica, state, reader.reason)
                 if reader.unchecked and not replica._looked.is_set():
