@@ -308,3 +308,47 @@ def test_the_lag_from_a_heartbeat_table(user: User) -> None:
         for replica in replicas:
             assert replica_set(app).wait_state(replica, "healthy", 3)
         assert server_ids(client, 4) == {2: 2, 3: 2}
+
+
+def test_a_replica_takes_what_it_leaves_out_from_the_primary() -> None:
+    from fastapi_mysqlpool._config import make_config
+    from fastapi_mysqlpool._replicas import replica_config
+
+    primary = make_config("mysql://app:s3cret@primary:3306/shop?read_timeout=7")
+    url = replica_config(primary, "mysql://replica1:3307")
+    assert (url["host"], url["port"], url["user"], url["password"]) == (
+        "replica1",
+        3307,
+        "app",
+        "s3cret",
+    )
+    assert (url["database"], url["read_timeout"], url["autocommit"]) == (
+        "shop",
+        7,
+        True,
+    )
+    given = replica_config(primary, {"host": "r2", "db": "other", "passwd": "x"})
+    assert (given["host"], given["db"], given["passwd"]) == ("r2", "other", "x")
+    assert "database" not in given
+    assert "password" not in given
+    assert "port" not in given
+    assert "s3cret" not in repr(url)
+    with pytest.raises(TypeError):
+        replica_config(primary, 42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"replica_max_size": 0}, ValueError),
+        ({"max_replica_lag": 0}, ValueError),
+        ({"max_replica_lag": float("nan")}, ValueError),
+        ({"replicas": [42]}, TypeError),
+    ],
+)
+def test_replica_options_are_checked_where_the_app_is_defined(
+    options: dict[str, Any], error: type[Exception]
+) -> None:
+    options.setdefault("replicas", ["mysql://replica"])
+    with pytest.raises(error):
+        mysql_pool_lifespan("mysql://app@primary/shop", **options)
