@@ -12,7 +12,6 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import MySQLdb
-from MySQLdb.connections import Connection
 from MySQLdb.cursors import BaseCursor
 
 from . import _aio
@@ -124,8 +123,10 @@ class Lease:
             conn.used = False
             self.conn = self.cursor.connection = conn
         if self.wrong_mode(conn):
-            # Raw: the pool's statement, not the borrower's (see _mode_sql).
-            Connection.query(conn, _mode_sql(on=self.reads))
+            # Raw: the pool's statement, not the borrower's (see _mode_sql);
+            # through send_query, which a test's pinned connection translates.
+            conn.send_query(_mode_sql(on=self.reads))
+            conn.read_query_result()
             conn.read_mode = self.reads
 
     def checked_at_a_glance(self) -> PooledConnection | None:

@@ -27,6 +27,7 @@ from ._options import (
     check_shutdown_timeout,
     default_max_size,
 )
+from ._pinning import serving, stopped
 from ._pool import Pool
 from ._replicas import (
     DEFAULT_MAX_REPLICA_LAG,
@@ -157,7 +158,13 @@ def mysql_pool_lifespan(
                 if replica_set is not None and replicas_follow_thread_limit:
                     replica_set.set_max_size(pool.max_size)
                 logger.info("MySQL pool ready: %r", pool)
-                yield state
+                # Pinned while a test's Rollback is active: requests, not
+                # the app's own startup and shutdown (schema, seed data).
+                serving(pool)
+                try:
+                    yield state
+                finally:
+                    stopped(pool)
         finally:
             unregister(app, pool)
             if replica_set is None:

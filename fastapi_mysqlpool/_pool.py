@@ -76,6 +76,7 @@ from ._options import (
     Settings,
     default_max_size,
 )
+from ._pinning import Pin
 from ._read_lease import Reads
 from ._slots import OPEN_ONE, Slots
 from ._stats import PoolStats
@@ -125,6 +126,9 @@ class Pool(Slots, Reads, ConnectionPool):
         self.fillup = settings.fillup
 
         self._init_slots(self._pool)  # type: ignore[arg-type]
+        #: Set while a test runs in one rolled-back transaction (see
+        #: _pinning): every borrow then gets the test's connection.
+        self.pinned: Pin | None = None
         self._connect_threads = concurrent.futures.ThreadPoolExecutor(
             CONNECT_THREADS, thread_name_prefix="fastapi-mysqlpool-connect"
         )
@@ -418,6 +422,8 @@ class Pool(Slots, Reads, ConnectionPool):
     def acquire(self, timeout: float) -> PooledConnection:
         """Borrow a checked connection, blocking the calling thread (never the
         loop's)."""
+        if self.pinned is not None:
+            return self.pinned.borrow(timeout)
         deadline = time.monotonic() + timeout
         got = self._checkout(first=True)
         while True:
@@ -434,6 +440,8 @@ class Pool(Slots, Reads, ConnectionPool):
     def take_idle(self) -> PooledConnection | None:
         """Borrowing's fast path, for the event loop: an idle connection, unchecked
         (see :class:`Lease`), or None when only :meth:`aacquire` can tell."""
+        if self.pinned is not None:
+            return None
         now = time.monotonic()
         with self._lock:
             if self.closing or not self.idle:
@@ -454,6 +462,8 @@ class Pool(Slots, Reads, ConnectionPool):
         :class:`Lease`): each check releases the GIL, which stalls a busy
         event loop while worker threads hold it.
         """
+        if self.pinned is not None:
+            return await self.pinned.aborrow(timeout)
         deadline = time.monotonic() + timeout
         got = self._checkout(first=True)
         while True:
