@@ -170,8 +170,7 @@ class PooledConnection(Connection):
     wait_timeout: float
     #: Autocommit mode as opened; a different mode on return means a changed session.
     autocommit_mode: bool
-    #: Switched to autocommit by a read cursor: see _read_lease.
-    read_mode = False
+    read_mode = False  # switched to autocommit by a read lease (_read_lease)
     #: The session may hold state a later borrower would inherit (see _session):
     #: reset (or closed) before reuse.
     session_changed = False
@@ -586,9 +585,8 @@ class PooledConnection(Connection):
             return False
         try:
             # Reads a flag of the last server answer: no round trip.
-            return bool(self.get_autocommit()) == (
-                self.autocommit_mode or self.read_mode
-            )
+            mode = self.autocommit_mode or self.read_mode
+            return bool(self.get_autocommit()) == mode
         except Exception:
             return False
 
