@@ -170,6 +170,7 @@ class PooledConnection(Connection):
     wait_timeout: float
     #: Autocommit mode as opened; a different mode on return means a changed session.
     autocommit_mode: bool
+    read_mode = False  # switched to autocommit by a read lease (_read_lease)
     #: The session may hold state a later borrower would inherit (see _session):
     #: reset (or closed) before reuse.
     session_changed = False
@@ -324,15 +325,14 @@ class PooledConnection(Connection):
         self.session_changed = False
         return int(wait_timeout), server_host
 
-    def reset_session(self, configure: Callable[[Any], object] | None = None) -> bool:
-        """Reset a changed session to what connecting set up (blocking: two
-        round trips, three with an ``init_command``): COM_RESET_CONNECTION
-        (rolls back, drops temporary tables, prepared statements and user
-        variables, releases table and named locks, sets every session variable
-        back to the server's default), then ``init_command``, *configure*, the
-        character set and collation, ``sql_mode``, autocommit, session
-        tracking and the database, as after connecting; the role must be the
-        one connecting got. False if not: the connection must be closed."""
+    def reset_session(self, configure: Callable[[Any], object] = id) -> bool:
+        """Reset a changed session to what connecting set up (blocking: two round
+        trips, three with an ``init_command``): COM_RESET_CONNECTION (rolls back,
+        drops temporary tables, prepared statements and user variables, releases
+        table and named locks, sets every session variable back to its default),
+        then ``init_command``, *configure*, the character set and collation,
+        ``sql_mode``, autocommit, tracking and the database, as after connecting;
+        the role must be the one connecting got. False if not: close it."""
         mysql = self._mysql
         if self.restore is None or mysql is None or not self.open:
             return False
@@ -341,11 +341,11 @@ class PooledConnection(Connection):
                 return False
             if self._init_command is not None:
                 _run_all(self, self._init_command)
-            if configure is not None:  # the pool's, as after connecting
-                configure(self)
+            configure(self)  # the pool's (id: none), as after connecting
             role = _run_all(self, self.restore)
             # Nothing the borrower ran counts any more.
             self.session_changed = False
+            self.read_mode = False  # the restore set the mode as opened
             return bool(self.get_autocommit()) == self.autocommit_mode and (
                 role is None or role == (self._role,)
             )
@@ -585,7 +585,8 @@ class PooledConnection(Connection):
             return False
         try:
             # Reads a flag of the last server answer: no round trip.
-            return bool(self.get_autocommit()) == self.autocommit_mode
+            mode = self.autocommit_mode or self.read_mode
+            return bool(self.get_autocommit()) == mode
         except Exception:
             return False
 

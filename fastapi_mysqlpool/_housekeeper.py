@@ -361,7 +361,7 @@ class Housekeeper:
         closed if that fails or the pool is closing."""
         pool = self.pool
         closing = pool.closing
-        done = not closing and conn.reset_session(pool.settings.configure)
+        done = not closing and conn.reset_session(pool.settings.configure or id)
         if done:
             conn.alive_at = time.monotonic()  # the reset was a round trip
         with pool.cond:

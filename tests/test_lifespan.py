@@ -258,6 +258,8 @@ def test_without_cfg_the_url_comes_from_database_url(
 ) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     app = FastAPI(lifespan=mysql_pool_lifespan(size=1))  # importable without it
+    # Replicas take what they lack from the primary's config: at startup too.
+    mysql_pool_lifespan(replicas=[{"host": "replica.invalid"}])
 
     @app.get("/user")
     def user(cursor: Cursor) -> str:
