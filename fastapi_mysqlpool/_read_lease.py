@@ -23,7 +23,7 @@ from . import _aio
 from ._async_cursor import AsyncPoolCursor
 from ._connection import PooledConnection
 from ._cursors import leased_cursor_class
-from ._errors import ReadOnlyError, is_connection_broken
+from ._errors import ReadOnlyError, is_connection_broken, refuses_writes
 from ._lease import Lease, LendingPool, _drain
 from ._readonly import read_only
 from ._stats import PoolStats, ReplicaStats
@@ -139,6 +139,7 @@ class ReadLease(Lease):
                 self.pool.checkin(conn, reusable=False)
                 raise
         self.pool.checkin(conn, reusable=self._reusable(conn, exc))
+        _refused_by_server(exc)
 
     async def afinish(self, exc: BaseException | None) -> None:
         released = self._release()
@@ -162,6 +163,15 @@ class ReadLease(Lease):
                 self.pool.checkin(conn, reusable=False)
                 raise
         self.pool.checkin(conn, reusable=self._reusable(conn, exc))
+        _refused_by_server(exc)
+
+
+def _refused_by_server(exc: BaseException | None) -> None:
+    """A write sent around the check (through the cursor's connection) that
+    the server's read_only refused: the app's mistake (code 0), not a demoted
+    server (code 1, as for a write cursor)."""
+    if exc is not None and refuses_writes(exc):
+        raise refused(None) from exc
 
 
 class ReadRouter(Protocol):
