@@ -50,7 +50,7 @@ def answer_complete(data: Any, end: int | None = None) -> bool:
     pos = 4 + length
     if length == 0 or length == _MAX_PAYLOAD or pos > end:
         return False
-    if head == _OK or head == _ERR:
+    if head in (_OK, _ERR):
         return True
     if head == _LOCAL_INFILE:
         return False
@@ -73,15 +73,16 @@ def answer_complete(data: Any, end: int | None = None) -> bool:
             pos += 4 + _EOF_LENGTH
     # The rows, until the packet that ends the result: this loop runs for
     # every row, so it does the least per packet. A row never starts with
-    # 0xFE (an 8-byte length: over 16 MB) or 0xFF; a packet of over 64 KB
-    # (split ones included) ends beyond *end*, so the loop stops there.
+    # 0xFE (an 8-byte length: over 16 MB) or 0xFF; a packet longer than what
+    # is there (a split one included) ends beyond *end*: the loop stops.
     packet = _PACKET
-    while pos + 5 <= end:
+    last = end - 5
+    while pos <= last:
         header, head = packet(data, pos)
         pos += 4 + (header & _LENGTH_MASK)
         if head >= _EOF:
             # EOF, OK or ERR (unless the packet is empty: then *head* was
             # the next one's; never so in an answer read on the loop).
             length = header & _LENGTH_MASK
-            return pos <= end and 0 < length < _MAX_PAYLOAD
+            return bool(pos <= end and 0 < length < _MAX_PAYLOAD)
     return False
