@@ -23,7 +23,9 @@ from ._errors import (
 )
 from ._lifespan import mysql_pool_lifespan
 from ._pool import Pool
-from ._stats import PoolStats
+from ._responses import stream_rows
+from ._stats import HostStats, PoolStats
+from ._stream import RowStream
 
 __version__ = "0.1.0"
 
@@ -35,12 +37,14 @@ __all__ = [
     "CursorReleasedError",
     "DictCursor",
     "ErrorKind",
+    "HostStats",
     "Pool",
     "PoolClosed",
     "PoolStartupError",
     "PoolStats",
     "PoolTimeout",
     "QueryTimeout",
+    "RowStream",
     "add_pool_task",
     "get_async_cursor",
     "get_async_dict_cursor",
@@ -48,6 +52,7 @@ __all__ = [
     "get_dict_cursor",
     "get_pool",
     "mysql_pool_lifespan",
+    "stream_rows",
 ]
 
 # Show the public names as the package's own (as httpx does).

@@ -211,6 +211,8 @@ class PooledConnection(Connection):
     read_timeout: float | None = None
     #: Ends the session of a statement that timed out (set by the pool).
     killer: SessionKiller | None = None
+    #: A test's pinned connection goes back here, not to the pool (_pinning).
+    checkin_to: Callable[..., None] | None = None
     #: The server's id of this session: thread_id() fails once the client
     #: library has closed the connection, which it does after a timeout.
     session_id: int

@@ -17,7 +17,7 @@ from MySQLdb.cursors import BaseCursor
 from . import _aio
 from ._async_cursor import AsyncPoolCursor
 from ._connection import PooledConnection
-from ._errors import is_connection_broken
+from ._errors import is_connection_broken, refuses_writes
 
 #: Bound on the rollback of a request that failed or was cancelled; past it the
 #: connection is closed, and the server rolls back by itself.
@@ -42,6 +42,9 @@ class LendingPool(Protocol):
         self, conn: PooledConnection, *, reusable: bool, failed: bool = False
     ) -> None:
         """Give *conn* back (*reusable*: may be lent again)."""
+
+    def refused_writes(self, conn: PooledConnection, exc: BaseException) -> None:
+        """*conn*'s server refused a statement: it takes no writes."""
 
 
 class Lease:
@@ -151,6 +154,8 @@ class Lease:
             return
         conn, leftover = released
         if exc is not None:
+            if refuses_writes(exc):
+                self.pool.refused_writes(conn, exc)
             # Rolling back may first mean reading results without limit: then
             # close the connection instead (the server rolls back by itself).
             reusable = (
@@ -221,6 +226,8 @@ class Lease:
                 raise
             self.pool.checkin(conn, reusable=True)
             return
+        if refuses_writes(exc):
+            self.pool.refused_writes(conn, exc)
         if is_connection_broken(exc):
             self.pool.checkin(conn, reusable=False)  # as in finish()
             return

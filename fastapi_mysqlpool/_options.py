@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final, TypedDict
+from typing import Final, Literal, TypedDict
 
 import anyio.to_thread
 
@@ -39,6 +39,10 @@ class PoolLimits(TypedDict, total=False):
     max_lifetime: float | None
     #: Seconds an idle connection beyond ``size`` is kept (default 10 minutes).
     max_idle: float
+    #: With several hosts: ``"primary"`` (default), connect only to a host
+    #: that takes writes, the first in the configured order; ``"any"``,
+    #: spread over every healthy host (Galera, read-only clusters).
+    target: Literal["primary", "any"]
 
 
 class PoolOptions(PoolLimits, total=False):
@@ -68,6 +72,7 @@ class Settings:
     acquire_timeout: float
     max_lifetime: float | None
     max_idle: float
+    target: str = "primary"
 
     @classmethod
     def of(cls, options: PoolOptions) -> Settings:
@@ -108,6 +113,9 @@ class Settings:
         _check_time("max_idle", max_idle)
         if max_idle <= 0:
             raise ValueError(f"max_idle must be > 0, got {max_idle}")
+        target = options.get("target", "primary")
+        if target not in ("primary", "any"):
+            raise ValueError(f"target must be 'primary' or 'any', got {target!r}")
         if size is None:
             size = DEFAULT_SIZE if max_size is None else min(DEFAULT_SIZE, max_size)
         return cls(
@@ -118,6 +126,7 @@ class Settings:
             acquire_timeout=acquire_timeout,
             max_lifetime=max_lifetime,
             max_idle=max_idle,
+            target=target,
         )
 
 

@@ -281,6 +281,10 @@ class Slots:
 
         *failed* counts a connection found dead in the error statistics.
         """
+        give_back = conn.checkin_to
+        if give_back is not None:  # a test's pinned connection (see _pinning)
+            give_back(conn, reusable=reusable, failed=failed)
+            return
         now = time.monotonic()
         if reusable and conn.is_reusable(now):
             with self._lock:

@@ -22,7 +22,7 @@ import MySQLdb
 import pytest
 from fastapi.testclient import TestClient
 
-from fastapi_mysqlpool import get_pool
+from fastapi_mysqlpool import CursorReleasedError, get_pool
 from fastapi_mysqlpool._config import parse_url
 
 from .servers import Database
@@ -212,8 +212,10 @@ def test_tutorial_pool_tutorial002(tables: Tables) -> None:
 
 
 @pytest.mark.slow
-def test_tutorial_testing_test_main() -> None:
-    """The testing page's test module passes, run as a user runs it."""
+def test_tutorial_testing_test_main_test_async_test_overrides() -> None:
+    """The testing page's test modules pass, run as a user runs them (the
+    plugin loaded by its module name: the installed entry point may predate
+    it): each test starts from an empty table."""
     result = subprocess.run(
         [
             sys.executable,
@@ -222,7 +224,13 @@ def test_tutorial_testing_test_main() -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            "-p",
+            "no:fastapi_mysqlpool",
+            "-p",
+            "fastapi_mysqlpool.pytest_plugin",
             "docs_src/tutorial/testing/test_main.py",
+            "docs_src/tutorial/testing/test_async.py",
+            "docs_src/tutorial/testing/test_overrides.py",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -231,7 +239,7 @@ def test_tutorial_testing_test_main() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert "5 passed" in result.stdout
 
 
 def test_how_to_production_timeout(tables: Tables) -> None:
@@ -252,6 +260,35 @@ def test_how_to_pitfalls_yield_dependency(tables: Tables) -> None:
         ("audit", 1),
         ("pen", 0),
     )
+
+
+def test_how_to_large_results_export(tables: Tables) -> None:
+    tables.add("pen", 2)
+    tables.add("ink", 5)
+    with client_of("how_to/large_results/export") as client:
+        csv = client.get("/items.csv", params={"min_price": 3})
+        ndjson = client.get("/items.ndjson")
+        total = client.get("/items/total").json()
+        assert get_pool(client.app).stats().in_use == 0
+    assert csv.headers["content-type"] == "text/csv; charset=utf-8"
+    assert csv.text == "id,name,price\r\n2,ink,5\r\n"
+    assert ndjson.headers["content-type"] == "application/x-ndjson"
+    assert ndjson.text.splitlines() == [
+        '{"id":1,"name":"pen","price":2}',
+        '{"id":2,"name":"ink","price":5}',
+    ]
+    assert total == {"total": 7}
+
+
+def test_how_to_large_results_trap(tables: Tables) -> None:
+    tables.add("pen", 2)
+    with client_of("how_to/large_results/trap") as client:
+        # The body fails after the status went out: no answer to give.
+        with pytest.raises(RuntimeError, match="response already started") as raised:
+            client.get("/trap")
+        assert isinstance(raised.value.__cause__, CursorReleasedError)
+        assert "stream_rows(" in str(raised.value.__cause__)
+        assert client.get("/pattern").text == "name\r\npen\r\n"
 
 
 @pytest.mark.parametrize("variant", ["before", "after"])

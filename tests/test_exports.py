@@ -12,12 +12,14 @@ PUBLIC = {
     "CursorReleasedError",
     "DictCursor",
     "ErrorKind",
+    "HostStats",
     "Pool",
     "PoolClosed",
     "PoolStartupError",
     "PoolStats",
     "PoolTimeout",
     "QueryTimeout",
+    "RowStream",
     "add_pool_task",
     "get_async_cursor",
     "get_async_dict_cursor",
@@ -25,6 +27,7 @@ PUBLIC = {
     "get_dict_cursor",
     "get_pool",
     "mysql_pool_lifespan",
+    "stream_rows",
 }
 
 
