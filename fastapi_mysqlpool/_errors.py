@@ -5,13 +5,16 @@ written against ``ConnectionPool`` keeps working::
 
     ConnectionError
     ├── ConnectionPool.DrainedError       no connection: server down or unreachable
-    │   └── PoolClosed                    the pool is closed (app shutting down)
+    │   ├── PoolClosed                    the pool is closed (app shutting down)
+    │   └── NoReplicaAvailable            no healthy replica, and no fallback
     ├── ConnectionRefusedError
     │   └── ConnectionPool.OverflowError  the server refused: too many connections
     │       └── PoolTimeout               none free within acquire_timeout
     └── PoolStartupError                  startup could not open the first connections
     MySQLdb.InterfaceError
     └── CursorReleasedError               cursor used after its connection went back
+    MySQLdb.ProgrammingError
+    └── ReadOnlyError                     a read cursor refused a possible write
     MySQLdb.OperationalError
     └── QueryTimeout                      no answer within read_timeout: KILLed
     RuntimeError
@@ -38,6 +41,16 @@ class PoolClosed(DrainedError):
         ConnectionError.__init__(self, message)
 
 
+class NoReplicaAvailable(DrainedError):
+    """No replica can take a read (stopped, lagging, unreachable) and
+    ``replica_fallback`` is off: answered 503, code 1."""
+
+    def __init__(
+        self, message: str = "no healthy replica for a read, and no fallback"
+    ) -> None:
+        ConnectionError.__init__(self, message)
+
+
 class PoolTimeout(BusyError):
     """No connection became free within ``acquire_timeout``."""
 
@@ -51,6 +64,11 @@ class PoolStartupError(ConnectionError):
 
 class CursorReleasedError(MySQLdb.InterfaceError):
     """A cursor was used after its request or task gave its connection back."""
+
+
+class ReadOnlyError(MySQLdb.ProgrammingError):
+    """A read cursor refused a statement that may write, before sending it
+    (answered 500, code 0): write through ``Cursor`` / ``AsyncCursor``."""
 
 
 class QueryTimeout(MySQLdb.OperationalError):

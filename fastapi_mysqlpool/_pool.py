@@ -75,6 +75,7 @@ from ._options import (
     default_max_size,
 )
 from ._pinning import Pin
+from ._read_lease import Reads
 from ._retry import Transactions
 from ._slots import OPEN_ONE, Slots
 from ._stats import PoolStats
@@ -89,7 +90,7 @@ logger = logging.getLogger("fastapi_mysqlpool")
 CONNECT_THREADS: Final = 4
 
 
-class Pool(Slots, Lending, Transactions, ConnectionPool):
+class Pool(Slots, Lending, Reads, Transactions, ConnectionPool):
     """A bounded, self-healing pool of ``MySQLdb`` connections.
 
     ``config``, ``size``, ``timeout`` and ``fillup`` mean what they mean in
@@ -495,7 +496,8 @@ class Pool(Slots, Lending, Transactions, ConnectionPool):
     # -- introspection -----------------------------------------------------------
 
     def stats(self) -> PoolStats:
-        """A consistent snapshot of the pool's state and counters."""
+        """A consistent snapshot of the pool's state and counters; with
+        replicas, each one's state, lag and pool in ``replicas``."""
         with self._lock:
             stats = self.counters.snapshot(
                 size=len(self.idle) + self._in_use + self._checking,
@@ -505,7 +507,9 @@ class Pool(Slots, Lending, Transactions, ConnectionPool):
                 max_size=self.max_size,
             )
             hosts = self._connector.host_stats()
-        return dataclasses.replace(stats, hosts=hosts) if hosts else stats
+        if hosts:
+            stats = dataclasses.replace(stats, hosts=hosts)
+        return self.with_replicas(stats)
 
 
 def _hosts_changed(pool: Pool) -> None:

@@ -49,11 +49,27 @@ class PoolStats:
     wait_time: float
     #: With several hosts: each host's state, in the configured order.
     hosts: tuple[HostStats, ...] = ()
+    #: With replicas: each one's state, lag and pool (the primary's stats only).
+    replicas: tuple[ReplicaStats, ...] = ()
 
     @property
     def current_hosts(self) -> tuple[str, ...]:
         """The hosts new connections go to (with several hosts)."""
         return tuple(host.address for host in self.hosts if host.current)
+
+
+@dataclass(frozen=True)
+class ReplicaStats:
+    """A replica, as its lag check last saw it, and a snapshot of its pool."""
+
+    #: ``user@host:port/database``.
+    target: str
+    #: ``healthy`` (takes reads), ``lagging``, ``stopped``, ``broken``,
+    #: ``unreachable`` or ``starting`` (not checked yet).
+    state: str
+    #: Seconds behind the primary (``Seconds_Behind_Master``), None if unknown.
+    lag: float | None
+    pool: PoolStats
 
 
 class Counters:
