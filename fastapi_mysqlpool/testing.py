@@ -167,9 +167,13 @@ class TemporaryServer:
                         f"server did not start: {exc}\n{self.log_tail()}"
                     ) from exc
                 raise
+        self._serving()
+        return self
+
+    def _serving(self) -> None:
+        """Once the server accepts connections: its database made."""
         with contextlib.closing(self.connect(database=None)) as conn:
             conn.query(f"CREATE DATABASE IF NOT EXISTS `{self.database}`".encode())
-        return self
 
     def stop(self) -> None:
         """Shut the server down cleanly (SIGTERM, wait)."""

@@ -65,8 +65,13 @@ class GaleraNode(TemporaryServer):
                 with contextlib.suppress(OSError):
                     shutil.chown(path, RUN_AS, RUN_AS)
         super().start()
-        wait_synced(self)
         return self
+
+    def _serving(self) -> None:
+        # A node accepts connections before it has joined the cluster, and
+        # answers them 1047 until then: the database is made once it is Synced.
+        wait_synced(self)
+        super()._serving()
 
     def status(self, name: str) -> str:
         with contextlib.closing(self.connect(database=None)) as conn:
