@@ -18,6 +18,7 @@ from . import _session
 from ._errors import errno_of, server_answered
 from ._session import REPORTED, SESSION_STATE_CHANGED, STATUS_AUTOCOMMIT, UNREPORTED
 from ._socket import readable_check
+from ._telemetry import Telemetry, timed
 
 # What the pool asks a new connection, in the same round trip as turning on
 # the server's session tracking (see _session): how long the server keeps an
@@ -211,6 +212,8 @@ class PooledConnection(Connection):
     read_timeout: float | None = None
     #: Ends the session of a statement that timed out (set by the pool).
     killer: SessionKiller | None = None
+    #: Where its statements report (see _telemetry); None: nowhere.
+    telemetry: Telemetry | None = None
     #: The server's id of this session: thread_id() fails once the client
     #: library has closed the connection, which it does after a timeout.
     session_id: int
@@ -458,11 +461,13 @@ class PooledConnection(Connection):
 
     def commit(self) -> None:
         self.note_status()
-        _commit(self)
+        _commit(self) if self.telemetry is None else timed(self, "COMMIT", _commit)
 
     def rollback(self) -> None:
         self.note_status()
-        _rollback(self)
+        _rollback(self) if self.telemetry is None else timed(
+            self, "ROLLBACK", _rollback
+        )
 
     def select_db(self, db: str) -> None:
         self.session_changed = True

@@ -15,6 +15,7 @@ from ._config import DEFAULT_CONNECT_TIMEOUT, ConnectConfig, required_tls
 from ._connection import PooledConnection, SessionKiller, close_quietly
 from ._errors import BUSY_ERRNOS, BusyError, DrainedError, errno_of
 from ._stats import Counters
+from ._telemetry import Telemetry
 
 _LIFETIME_JITTER = 0.025  # as HikariCP: spread the retirements of a batch
 BACKOFF_FIRST = 0.05
@@ -35,8 +36,10 @@ class Connector:
         lock: threading.Lock,
         counters: Counters,
         killer: SessionKiller,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
+        self._telemetry = telemetry
         self.max_lifetime = max_lifetime
         self._required_tls = required_tls(config)
         self._lock = lock
@@ -74,6 +77,8 @@ class Connector:
         conn.server_host = server_host
         conn.read_timeout = config.get("read_timeout") or None  # 0: no limit
         conn.killer = self._killer
+        if self._telemetry is not None:
+            self._telemetry.bind(conn, config)
         # Compressed packets have another header: _wire cannot read them.
         conn.plain_wire = not config.get("compress")
         lifetime = self.max_lifetime

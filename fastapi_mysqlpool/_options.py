@@ -19,6 +19,7 @@ DEFAULT_ACQUIRE_TIMEOUT: Final = 3.0
 DEFAULT_MAX_LIFETIME: Final = 30 * 60.0
 DEFAULT_MAX_IDLE: Final = 10 * 60.0
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
+DEFAULT_NAME: Final = "default"
 #: anyio's default number of worker threads, the ceiling on concurrent sync routes.
 DEFAULT_THREAD_TOKENS: Final = 40
 
@@ -39,6 +40,15 @@ class PoolLimits(TypedDict, total=False):
     max_lifetime: float | None
     #: Seconds an idle connection beyond ``size`` is kept (default 10 minutes).
     max_idle: float
+    #: The pool's name in metrics (``pool`` label, ``db.client.connection.pool.name``);
+    #: default ``"default"``.
+    name: str
+    #: OpenTelemetry spans and metrics, on when opentelemetry-api is installed
+    #: (default True; the global providers decide where they go).
+    telemetry: bool
+    #: Seconds: a statement slower than this is logged as a WARNING with its
+    #: duration and text (placeholders, never values); None (default): off.
+    slow_query: float | None
 
 
 class PoolOptions(PoolLimits, total=False):
@@ -68,6 +78,9 @@ class Settings:
     acquire_timeout: float
     max_lifetime: float | None
     max_idle: float
+    name: str = DEFAULT_NAME
+    telemetry: bool = True
+    slow_query: float | None = None
 
     @classmethod
     def of(cls, options: PoolOptions) -> Settings:
@@ -108,6 +121,19 @@ class Settings:
         _check_time("max_idle", max_idle)
         if max_idle <= 0:
             raise ValueError(f"max_idle must be > 0, got {max_idle}")
+        name = options.get("name", DEFAULT_NAME)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty str, got {name!r}")
+        telemetry = options.get("telemetry", True)
+        if not isinstance(telemetry, bool):
+            raise ValueError(f"telemetry must be a bool, got {telemetry!r}")
+        slow_query = options.get("slow_query")
+        if slow_query is not None:
+            _check_time("slow_query", slow_query)
+            if not 0 <= slow_query < math.inf:
+                raise ValueError(
+                    f"slow_query must be >= 0 and finite, or None, got {slow_query}"
+                )
         if size is None:
             size = DEFAULT_SIZE if max_size is None else min(DEFAULT_SIZE, max_size)
         return cls(
@@ -118,6 +144,9 @@ class Settings:
             acquire_timeout=acquire_timeout,
             max_lifetime=max_lifetime,
             max_idle=max_idle,
+            name=name,
+            telemetry=telemetry,
+            slow_query=slow_query,
         )
 
 

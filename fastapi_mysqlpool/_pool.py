@@ -78,6 +78,7 @@ from ._options import (
 )
 from ._slots import OPEN_ONE, Slots
 from ._stats import PoolStats
+from ._telemetry import Telemetry
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -122,6 +123,8 @@ class Pool(Slots, ConnectionPool):
         self.max_lifetime = settings.max_lifetime
         self.max_idle = settings.max_idle
         self.fillup = settings.fillup
+        self.name = settings.name
+        self.telemetry = Telemetry.of(settings)  # None: nothing to record
 
         self._init_slots(self._pool)  # type: ignore[arg-type]
         self._connect_threads = concurrent.futures.ThreadPoolExecutor(
@@ -134,6 +137,7 @@ class Pool(Slots, ConnectionPool):
             lock=self._lock,
             counters=self.counters,
             killer=self.housekeeper,
+            telemetry=self.telemetry,
         )
         self.connect_backoff = self._connector.backoff
         if open:
@@ -169,6 +173,8 @@ class Pool(Slots, ConnectionPool):
             except BaseException:
                 self._close_idle()
                 raise
+        if self.telemetry is not None:
+            self.telemetry.watch(self.stats)
         self.housekeeper.start()
 
     async def aopen(
@@ -212,6 +218,8 @@ class Pool(Slots, ConnectionPool):
 
     def _finish_close(self) -> None:
         self._closed = True
+        if self.telemetry is not None:
+            self.telemetry.unwatch()
         # It may be in a connect (bounded by connect_timeout) or a check
         # (bounded by CHECK_TIMEOUT); it exits at its next step.
         self.housekeeper.finish(CHECK_TIMEOUT + self._connector.connect_timeout())
@@ -417,16 +425,17 @@ class Pool(Slots, ConnectionPool):
     def acquire(self, timeout: float) -> PooledConnection:
         """Borrow a checked connection, blocking the calling thread (never the
         loop's)."""
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         got = self._checkout(first=True)
         while True:
             if isinstance(got, concurrent.futures.Future):
                 got = self._wait_sync(got, deadline, timeout)
             if got is OPEN_ONE:
-                return self._open_for_caller()
+                return self._waited(started, self._open_for_caller())
             assert isinstance(got, PooledConnection)
             if got.check_alive(time.monotonic()):
-                return got
+                return self._waited(started, got)
             self.checkin(got, reusable=False, failed=True)
             got = self._checkout(first=False)
 
@@ -444,7 +453,7 @@ class Pool(Slots, ConnectionPool):
             self.idle.pop()
             self._in_use += 1
             self.counters.requests += 1
-        return conn
+        return self._waited(now, conn)
 
     async def aacquire(self, timeout: float, *, check: bool = True) -> PooledConnection:
         """Borrow a connection without blocking the event loop.
@@ -453,17 +462,19 @@ class Pool(Slots, ConnectionPool):
         :class:`Lease`): each check releases the GIL, which stalls a busy
         event loop while worker threads hold it.
         """
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         got = self._checkout(first=True)
         while True:
             if isinstance(got, concurrent.futures.Future):
                 got = await self._wait_async(got, deadline, timeout)
             if got is OPEN_ONE:
-                return await self._aopen_for_caller(deadline, timeout)
+                got = await self._aopen_for_caller(deadline, timeout)
+                return self._waited(started, got)
             assert isinstance(got, PooledConnection)
             try:
                 if not check or await _aio.check_alive(got):
-                    return got
+                    return self._waited(started, got)
             except BaseException:  # cancelled mid-ping
                 self.checkin(got, reusable=False)
                 raise

@@ -24,6 +24,7 @@ from ._connection import PooledConnection, close_all, close_quietly
 from ._errors import PoolClosed, PoolTimeout
 from ._housekeeper import Housekeeper, session_of
 from ._stats import Counters
+from ._telemetry import Telemetry
 
 # Handed to a waiter instead of a connection: "a slot is free, open one".
 OPEN_ONE: Final = object()
@@ -35,6 +36,7 @@ class Slots:
 
     max_size: int
     housekeeper: Housekeeper
+    telemetry: Telemetry | None
 
     @property
     def target(self) -> str:
@@ -267,6 +269,13 @@ class Slots:
             else:
                 self.checkin(got, reusable=True)
         return got
+
+    def _waited(self, started: float, conn: PooledConnection) -> PooledConnection:
+        """*conn*, which its caller asked for at *started* (the wait measured
+        only where telemetry records it)."""
+        if self.telemetry is not None:
+            self.telemetry.waited(started)
+        return conn
 
     def _add_wait_time(self, started: float) -> None:
         with self._lock:
