@@ -19,6 +19,7 @@ Routes (sync ``def`` ones run their queries in FastAPI's worker threads; the
     GET    /async/items/{id}   read, from an async def route
     GET    /async/slow   DEMO: SELECT SLEEP without blocking other requests
     GET    /stats        the pool's statistics
+    GET    /metrics      the same, for Prometheus (fastapi_mysqlpool.prometheus)
     GET    /slow         DEMO: holds a connection ?seconds=2 long
     GET    /bad-sql      DEMO: broken SQL, on purpose
 
@@ -51,6 +52,7 @@ from fastapi import (
     Request,
     status,
 )
+from prometheus_client import CollectorRegistry, make_asgi_app
 from pydantic import BaseModel, Field
 
 from fastapi_mysqlpool import (
@@ -64,6 +66,7 @@ from fastapi_mysqlpool import (
     get_pool,
     mysql_pool_lifespan,
 )
+from fastapi_mysqlpool.prometheus import PoolCollector
 
 SCHEMA = (
     """
@@ -268,6 +271,13 @@ def create_app(database_url: str, **pool_options: Any) -> FastAPI:
         lifespan=mysql_pool_lifespan(database_url, lifespan=lifespan, **pool_options),
     )
     app.include_router(router)
+    # Prometheus scrapes /metrics/; the collector reads the pool's stats()
+    # then, so requests pay nothing. (A registry per app: the example is
+    # built many times in one process by the tests. An app of its own would
+    # use prometheus_client's global REGISTRY.)
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(app))
+    app.mount("/metrics", make_asgi_app(registry=registry))
     return app
 
 
