@@ -403,6 +403,9 @@ def test_without_an_sdk_nothing_is_made(db: Database) -> None:
             timing = telemetry.start(conn, "SELECT 1")
             assert timing is not None
             timing.end(None)
+            meter_provider = MeterProvider()
+            metrics.set_meter_provider(meter_provider)
+            assert metrics_internal._METER_PROVIDER is meter_provider
         finally:
             pool.checkin(conn, reusable=True)
             _reset_globals()
