@@ -59,7 +59,9 @@ DURATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 #: The longest text a slow-statement warning shows.
 LOGGED_TEXT_MAX: Final = 1000
 
-_TEXT_MAX = 4096  # longer templates are described from their start, not kept
+#: db.query.text shows at most this much of a template (a statement built
+#: without parameters can be megabytes); longer ones are not remembered.
+TEXT_MAX: Final = 4096
 _CACHE_MAX = 2048
 
 # The operation is the statement's first word, after comments and "(".
@@ -107,7 +109,7 @@ def describe(template: str | bytes) -> Described:
     found = _described.get(template)
     if found is None:
         found = _describe(template)
-        if len(template) <= _TEXT_MAX:
+        if len(template) <= TEXT_MAX:
             if len(_described) >= _CACHE_MAX:
                 _described.clear()
             _described[template] = found
@@ -116,10 +118,10 @@ def describe(template: str | bytes) -> Described:
 
 def _describe(template: str | bytes) -> Described:
     if isinstance(template, (bytes, bytearray)):
-        text = bytes(template[: _TEXT_MAX * 4]).decode("utf-8", "replace")
+        text = bytes(template[: TEXT_MAX * 4]).decode("utf-8", "replace")
     else:
         text = template
-    text = text[:_TEXT_MAX]
+    text = text[:TEXT_MAX]
     match = _LEADING.match(text)
     operation = match.group(1).upper() if match else ""
     collection = None
@@ -391,7 +393,7 @@ class Timing:
         self._span = None
         if tracer is not None:
             self._span = tracer.start_span(
-                described.name,
+                described.name or attributes["db.system.name"],
                 kind=SpanKind.CLIENT,
                 attributes={
                     **attributes,

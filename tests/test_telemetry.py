@@ -501,3 +501,18 @@ def test_a_served_app_nests_spans_across_threads(
     for span in statements:
         assert span.parent is not None
         assert span.parent.span_id == server.context.span_id
+
+
+def test_a_long_statement_shows_its_start(db: Database, otel: Otel) -> None:
+    long = "SELECT 1 /* " + "x" * 100_000 + " */"
+
+    async def run() -> None:
+        async with pool.cursor() as cursor:
+            await cursor.execute(long)
+
+    with Pool(db.cfg, size=1) as pool:
+        anyio.run(run)
+    select, _ = otel.db_spans()
+    assert select.name == "SELECT"
+    assert select.attributes is not None
+    assert select.attributes["db.query.text"] == long[:4096]
