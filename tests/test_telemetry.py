@@ -4,9 +4,13 @@ SDK's in-memory exporter and reader."""
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -516,3 +520,47 @@ def test_a_long_statement_shows_its_start(db: Database, otel: Otel) -> None:
     assert select.name == "SELECT"
     assert select.attributes is not None
     assert select.attributes["db.query.text"] == long[:4096]
+
+
+def test_without_opentelemetry_the_pool_works_and_slow_query_too(db: Database) -> None:
+    """opentelemetry-api not importable (the [otel] extra not installed).
+    Recent FastAPI depends on it itself: only the library's import fails."""
+    code = """
+import builtins, json, logging, sys
+real_import = builtins.__import__
+def refuse(name, globals=None, *args, **kwargs):
+    mine = (globals or {}).get("__name__") == "fastapi_mysqlpool._telemetry"
+    if mine and name.startswith("opentelemetry"):
+        raise ImportError(name)
+    return real_import(name, globals, *args, **kwargs)
+builtins.__import__ = refuse
+from fastapi_mysqlpool import Pool
+from fastapi_mysqlpool import _telemetry
+assert not _telemetry.OTEL_INSTALLED
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+cfg = json.loads(sys.argv[1])
+with Pool(cfg, size=1) as pool:
+    assert pool.telemetry is None
+    with pool.fetch() as cursor:
+        cursor.execute("SELECT %s", ("x",))
+with Pool(cfg, size=1, slow_query=0.0) as pool:
+    assert pool.telemetry is not None and not pool.telemetry.otel
+    with pool.fetch() as cursor:
+        cursor.execute("SELECT %s", ("x",))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(db.cfg)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        line for line in out.stdout.splitlines() if line.startswith("slow statement")
+    ]
+    assert [line.rsplit(": ", 1)[1] for line in out.stdout.splitlines()] == [
+        "SELECT %s",
+        "COMMIT",
+    ]
