@@ -564,3 +564,28 @@ with Pool(cfg, size=1, slow_query=0.0) as pool:
         "SELECT %s",
         "COMMIT",
     ]
+
+
+def test_fastapis_own_telemetry_parents_the_spans_too(
+    db: Database, table: str, otel: Otel
+) -> None:
+    """FastAPI >= 0.165 traces requests itself once a provider is set (no
+    FastAPIInstrumentor): the statements nest in its request's trace."""
+    app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=1))
+
+    @app.get("/one")
+    def one(cursor: Cursor) -> None:
+        cursor.execute(f"SELECT secret FROM {table} WHERE id = %s", (1,))
+
+    with TestClient(app) as client:
+        assert client.get("/one").status_code == 200
+    spans = {span.context.span_id: span for span in otel.finished()}
+    server = server_span(list(spans.values()))
+    statements = otel.db_spans()
+    assert [s.name for s in statements] == [f"SELECT {table}", "COMMIT"]
+    for span in statements:
+        ancestor: ReadableSpan | None = span
+        while ancestor is not None and ancestor is not server:
+            parent = ancestor.parent
+            ancestor = None if parent is None else spans.get(parent.span_id)
+        assert ancestor is server, span.name
