@@ -19,7 +19,9 @@ What it adds to the base class, and why:
   it on) before its error is raised, its slot kept until then;
 - connects for the event loop run in threads of the pool's own, within
   ``acquire_timeout``: never waiting for a worker thread that sync routes hold;
-- graceful close and :meth:`Pool.stats`.
+- graceful close and :meth:`Pool.stats`;
+- a span, a duration and (past ``slow_query``) a warning per statement, and
+  the pool's OpenTelemetry instruments (see _telemetry).
 
 Threads (background tasks, ``fetch()``) and the event loop (dependencies) share
 one pool: bookkeeping happens under ``_lock`` and never around I/O, and waiters
