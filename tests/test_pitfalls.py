@@ -1,4 +1,5 @@
-"""The README's pitfalls, as they behave: the trap and the pattern that avoids it."""
+"""The pitfalls (docs/how-to/pitfalls.md), as they behave: the trap and the
+pattern that avoids it."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_a_yield_dependency_writing_in_its_teardown(
 
 
 def test_a_base_http_middleware_timeout_does_not_stop_the_route(db: Database) -> None:
-    """The 504 goes out, yet the route runs on and commits (README: use a pure
+    """The 504 goes out, yet the route runs on and commits (the docs: use a pure
     ASGI middleware, as tests/middleware.py's Deadline, which rolls back)."""
     table = db.create_table("late", "what VARCHAR(20)")
     app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=1))
