@@ -75,7 +75,7 @@ class Otel:
         ]
 
 
-def _reset_globals() -> None:
+def reset_otel_globals() -> None:
     # As opentelemetry's own test utilities do: the API lets a provider be
     # set once per process.
     trace._TRACER_PROVIDER_SET_ONCE = Once()
@@ -93,13 +93,13 @@ def otel() -> Iterator[Otel]:
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
-    _reset_globals()
+    reset_otel_globals()
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     try:
         yield Otel(exporter, reader, tracer_provider, meter_provider)
     finally:
-        _reset_globals()
+        reset_otel_globals()
         tracer_provider.shutdown()
         meter_provider.shutdown()
 
@@ -390,7 +390,7 @@ def test_telemetry_false_records_nothing(db: Database, table: str, otel: Otel) -
 def test_without_an_sdk_nothing_is_made(db: Database) -> None:
     """The providers the API reads are unset: a statement gets no Timing (no
     span, no clock, no attributes), the one test that it costs."""
-    _reset_globals()
+    reset_otel_globals()
     assert trace._TRACER_PROVIDER is None
     assert metrics_internal._METER_PROVIDER is None
     with Pool(db.cfg, size=1) as pool:
@@ -412,7 +412,7 @@ def test_without_an_sdk_nothing_is_made(db: Database) -> None:
             assert metrics_internal._METER_PROVIDER is meter_provider
         finally:
             pool.checkin(conn, reusable=True)
-            _reset_globals()
+            reset_otel_globals()
 
 
 @pytest.mark.parametrize(
