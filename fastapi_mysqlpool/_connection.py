@@ -214,6 +214,8 @@ class PooledConnection(Connection):
     killer: SessionKiller | None = None
     #: Where its statements report (see _telemetry); None: nowhere.
     telemetry: Telemetry | None = None
+    #: A test's pinned connection goes back here, not to the pool (_pinning).
+    checkin_to: Callable[..., None] | None = None
     #: The server's id of this session: thread_id() fails once the client
     #: library has closed the connection, which it does after a timeout.
     session_id: int
@@ -461,13 +463,11 @@ class PooledConnection(Connection):
 
     def commit(self) -> None:
         self.note_status()
-        _commit(self) if self.telemetry is None else timed(self, "COMMIT", _commit)
+        _commit(self) if not self.telemetry else timed(self, "COMMIT", _commit)
 
     def rollback(self) -> None:
         self.note_status()
-        _rollback(self) if self.telemetry is None else timed(
-            self, "ROLLBACK", _rollback
-        )
+        _rollback(self) if not self.telemetry else timed(self, "ROLLBACK", _rollback)
 
     def select_db(self, db: str) -> None:
         self.session_changed = True

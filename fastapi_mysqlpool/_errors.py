@@ -14,6 +14,8 @@ written against ``ConnectionPool`` keeps working::
     └── CursorReleasedError               cursor used after its connection went back
     MySQLdb.OperationalError
     └── QueryTimeout                      no answer within read_timeout: KILLed
+    RuntimeError
+    └── ImplicitCommitError               a test's transaction would be committed
 
 Every database error a client can see is one of four :class:`ErrorKind` s.
 """
@@ -58,6 +60,15 @@ class QueryTimeout(MySQLdb.OperationalError):
 
     ``args[0]`` is 2013, the client library's error (lost connection): the
     connection is closed.
+    """
+
+
+class ImplicitCommitError(RuntimeError):
+    """A statement that commits implicitly (DDL, ``LOCK TABLES``...) in a test
+    that runs in one transaction rolled back at its end (``mysql_rollback``).
+
+    Not a ``MySQLdb.Error``: no error handler turns it into a 500 answer, so
+    the test itself fails with the reason.
     """
 
 

@@ -26,6 +26,7 @@ from ._options import (
     check_shutdown_timeout,
     default_max_size,
 )
+from ._pinning import serving, stopped
 from ._pool import Pool
 
 logger = logging.getLogger("fastapi_mysqlpool")
@@ -103,7 +104,13 @@ def mysql_pool_lifespan(
                     # app's own startup may have just raised (or lowered).
                     pool.set_max_size(default_max_size(pool.size))
                 logger.info("MySQL pool ready: %r", pool)
-                yield state
+                # Pinned while a test's Rollback is active: requests, not
+                # the app's own startup and shutdown (schema, seed data).
+                serving(pool)
+                try:
+                    yield state
+                finally:
+                    stopped(pool)
         finally:
             unregister(app, pool)
             await pool.aclose(shutdown_timeout)

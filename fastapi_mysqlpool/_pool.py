@@ -78,9 +78,9 @@ from ._options import (
     Settings,
     default_max_size,
 )
+from ._pinning import Pin
 from ._slots import OPEN_ONE, Slots
 from ._stats import PoolStats
-from ._telemetry import Telemetry
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -125,10 +125,11 @@ class Pool(Slots, ConnectionPool):
         self.max_lifetime = settings.max_lifetime
         self.max_idle = settings.max_idle
         self.fillup = settings.fillup
-        self.name = settings.name
-        self.telemetry = Telemetry.of(settings)  # None: nothing to record
 
-        self._init_slots(self._pool)  # type: ignore[arg-type]
+        self._init_slots(self._pool, settings)  # type: ignore[arg-type]
+        #: Set while a test runs in one rolled-back transaction (see
+        #: _pinning): every borrow then gets the test's connection.
+        self.pinned: Pin | None = None
         self._connect_threads = concurrent.futures.ThreadPoolExecutor(
             CONNECT_THREADS, thread_name_prefix="fastapi-mysqlpool-connect"
         )
@@ -175,8 +176,6 @@ class Pool(Slots, ConnectionPool):
             except BaseException:
                 self._close_idle()
                 raise
-        if self.telemetry is not None:
-            self.telemetry.watch(self.stats)
         self.housekeeper.start()
 
     async def aopen(
@@ -220,8 +219,6 @@ class Pool(Slots, ConnectionPool):
 
     def _finish_close(self) -> None:
         self._closed = True
-        if self.telemetry is not None:
-            self.telemetry.unwatch()
         # It may be in a connect (bounded by connect_timeout) or a check
         # (bounded by CHECK_TIMEOUT); it exits at its next step.
         self.housekeeper.finish(CHECK_TIMEOUT + self._connector.connect_timeout())
@@ -427,8 +424,9 @@ class Pool(Slots, ConnectionPool):
     def acquire(self, timeout: float) -> PooledConnection:
         """Borrow a checked connection, blocking the calling thread (never the
         loop's)."""
-        started = time.monotonic()
-        deadline = started + timeout
+        if self.pinned is not None:
+            return self.pinned.borrow(timeout)
+        deadline = (started := time.monotonic()) + timeout
         got = self._checkout(first=True)
         while True:
             if isinstance(got, concurrent.futures.Future):
@@ -444,6 +442,8 @@ class Pool(Slots, ConnectionPool):
     def take_idle(self) -> PooledConnection | None:
         """Borrowing's fast path, for the event loop: an idle connection, unchecked
         (see :class:`Lease`), or None when only :meth:`aacquire` can tell."""
+        if self.pinned is not None:
+            return None
         now = time.monotonic()
         with self._lock:
             if self.closing or not self.idle:
@@ -464,8 +464,9 @@ class Pool(Slots, ConnectionPool):
         :class:`Lease`): each check releases the GIL, which stalls a busy
         event loop while worker threads hold it.
         """
-        started = time.monotonic()
-        deadline = started + timeout
+        if self.pinned is not None:
+            return await self.pinned.aborrow(timeout)
+        deadline = (started := time.monotonic()) + timeout
         got = self._checkout(first=True)
         while True:
             if isinstance(got, concurrent.futures.Future):

@@ -23,7 +23,8 @@ import anyio
 from ._connection import PooledConnection, close_all, close_quietly
 from ._errors import PoolClosed, PoolTimeout
 from ._housekeeper import Housekeeper, session_of
-from ._stats import Counters
+from ._options import Settings
+from ._stats import Counters, PoolStats
 from ._telemetry import Telemetry
 
 # Handed to a waiter instead of a connection: "a slot is free, open one".
@@ -36,14 +37,16 @@ class Slots:
 
     max_size: int
     housekeeper: Housekeeper
-    telemetry: Telemetry | None
 
     @property
     def target(self) -> str:
         """The server, as messages name it."""
         raise NotImplementedError
 
-    def _init_slots(self, idle: deque[PooledConnection]) -> None:
+    def stats(self) -> PoolStats:
+        raise NotImplementedError
+
+    def _init_slots(self, idle: deque[PooledConnection], settings: Settings) -> None:
         self._lock = threading.Lock()
         #: Wakes the housekeeper, and close() waiting for connections to return.
         self.cond = threading.Condition(self._lock)
@@ -57,6 +60,12 @@ class Slots:
         self.closing = False
         self._drained_waiters: list[concurrent.futures.Future[None]] = []
         self.counters = Counters()
+        #: The pool's name in metrics (see _telemetry, prometheus).
+        self.name = settings.name
+        #: Spans, metrics and slow-statement warnings; None: nothing to record.
+        self.telemetry = Telemetry.of(settings)
+        if self.telemetry is not None:
+            self.telemetry.watch(self.stats)
 
     def set_max_size(self, max_size: int) -> None:
         """Change the cap of a running pool: callers queued get the slots it
@@ -73,6 +82,8 @@ class Slots:
             if self.closing:
                 return False
             self.closing = True
+            if self.telemetry is not None:
+                self.telemetry.unwatch()
             waiters = list(self._waiters)
             self._waiters.clear()
             self.cond.notify_all()
@@ -290,6 +301,10 @@ class Slots:
 
         *failed* counts a connection found dead in the error statistics.
         """
+        give_back = conn.checkin_to
+        if give_back is not None:  # a test's pinned connection (see _pinning)
+            give_back(conn, reusable=reusable, failed=failed)
+            return
         now = time.monotonic()
         if reusable and conn.is_reusable(now):
             with self._lock:

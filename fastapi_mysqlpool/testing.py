@@ -1,4 +1,4 @@
-"""A throwaway MariaDB/MySQL server for tests and demos.
+"""Testing apps: a throwaway MariaDB/MySQL server, and tests that roll back.
 
 ::
 
@@ -11,6 +11,11 @@ The server gets a private data directory, socket and free port, all removed on
 exit, so a test may stop, kill, restart or reconfigure it without touching any
 other server. Needs ``mariadbd`` (or ``mysqld``) installed and the ``testing``
 extra (``pip install fastapi-mysqlpool[testing]``, for mirakuru).
+
+:class:`Rollback` runs the requests of a test in one transaction rolled back
+at its end (the pytest plugin's ``mysql_rollback`` fixture, see
+:mod:`fastapi_mysqlpool.pytest_plugin`); a statement that would commit it
+implicitly raises :class:`ImplicitCommitError`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from typing import Any
 
 import MySQLdb
 
-__all__ = ["TemporaryServer"]
+from ._errors import ImplicitCommitError
+from ._pinning import Rollback
+
+__all__ = ["ImplicitCommitError", "Rollback", "TemporaryServer"]
 
 _SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/usr/local/mysql/bin", "/usr/libexec")
 

@@ -218,8 +218,10 @@ def test_tutorial_pool_tutorial002(tables: Tables) -> None:
 
 
 @pytest.mark.slow
-def test_tutorial_testing_test_main() -> None:
-    """The testing page's test module passes, run as a user runs it."""
+def test_tutorial_testing_test_main_test_async_test_overrides() -> None:
+    """The testing page's test modules pass, run as a user runs them (the
+    plugin loaded by its module name: the installed entry point may predate
+    it): each test starts from an empty table."""
     result = subprocess.run(
         [
             sys.executable,
@@ -228,7 +230,13 @@ def test_tutorial_testing_test_main() -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            "-p",
+            "no:fastapi_mysqlpool",
+            "-p",
+            "fastapi_mysqlpool.pytest_plugin",
             "docs_src/tutorial/testing/test_main.py",
+            "docs_src/tutorial/testing/test_async.py",
+            "docs_src/tutorial/testing/test_overrides.py",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -237,7 +245,7 @@ def test_tutorial_testing_test_main() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert "5 passed" in result.stdout
 
 
 def test_how_to_production_timeout(tables: Tables) -> None:

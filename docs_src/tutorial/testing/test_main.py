@@ -1,34 +1,31 @@
 from collections.abc import Iterator
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
-
-from fastapi_mysqlpool.testing import TemporaryServer
 
 from .main import create_app
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    # One throwaway server for the whole run, removed at the end.
-    with TemporaryServer() as server:
-        yield server.url
+def app(mysql_url: str) -> FastAPI:
+    # mysql_url: one throwaway server for the whole run, removed at the end.
+    return create_app(mysql_url)
 
 
 @pytest.fixture
-def client(database_url: str) -> Iterator[TestClient]:
+def client(app: FastAPI, mysql_rollback) -> Iterator[TestClient]:
     # TestClient as a context manager runs the lifespan: the pool opens.
-    with TestClient(create_app(database_url)) as client:
+    # mysql_rollback: whatever the test writes is rolled back at its end.
+    with TestClient(app) as client:
         yield client
 
 
 def test_a_note_is_committed(client: TestClient) -> None:
-    before = client.get("/notes/count").json()["count"]
     assert client.post("/notes", params={"text": "hello"}).status_code == 201
-    assert client.get("/notes/count").json() == {"count": before + 1}
+    assert client.get("/notes/count").json() == {"count": 1}
 
 
 def test_a_bad_request_writes_nothing(client: TestClient) -> None:
-    before = client.get("/notes/count").json()["count"]
     assert client.post("/notes").status_code == 422  # no text
-    assert client.get("/notes/count").json() == {"count": before}
+    assert client.get("/notes/count").json() == {"count": 0}
