@@ -295,6 +295,120 @@ def build_lib_async_sdk(cfg: Config) -> FastAPI:
     return build_lib_async(cfg)
 
 
+def build_lib_async_read(cfg: Config, replicas: list[str] | None = None) -> FastAPI:
+    """The library's read cursors in async routes (autocommit: no COMMIT)."""
+    from fastapi_mysqlpool import (
+        AsyncReadCursor,
+        AsyncReadDictCursor,
+        mysql_pool_lifespan,
+    )
+
+    app = FastAPI(
+        lifespan=mysql_pool_lifespan(cfg, size=POOL_SIZE, replicas=replicas or None)
+    )
+
+    @app.get("/item/{id}")
+    async def read(id: int, cursor: AsyncReadCursor) -> Any:
+        await cursor.execute(ITEM_SQL, (id,))
+        return await cursor.fetchone()
+
+    @app.get("/items")
+    async def items(
+        cursor: AsyncReadDictCursor, limit: int = 100, after: int = 0
+    ) -> Any:
+        await cursor.execute(LIST_SQL, (after, limit))
+        return await cursor.fetchall()
+
+    @app.get("/slow")
+    async def slow(cursor: AsyncReadCursor) -> Any:
+        await cursor.execute(SLOW_SQL)
+        return await cursor.fetchone()
+
+    return app
+
+
+def build_lib_async_replicas(cfg: Config) -> FastAPI:
+    """lib_async_read over the replicas in BENCH_REPLICA_URLS (comma-separated
+    mysql:// URLs; the primary's user, password and database fill in)."""
+    replicas = [u for u in os.environ.get("BENCH_REPLICA_URLS", "").split(",") if u]
+    if not replicas:
+        raise RuntimeError("lib_async_replicas needs BENCH_REPLICA_URLS")
+    return build_lib_async_read(cfg, replicas)
+
+
+def build_lib_sync_read(cfg: Config) -> FastAPI:
+    """The library's read cursors in def routes."""
+    from fastapi_mysqlpool import ReadCursor, ReadDictCursor, mysql_pool_lifespan
+
+    app = FastAPI(lifespan=mysql_pool_lifespan(cfg, size=POOL_SIZE))
+
+    @app.get("/item/{id}")
+    def read(id: int, cursor: ReadCursor) -> Any:
+        cursor.execute(ITEM_SQL, (id,))
+        return cursor.fetchone()
+
+    @app.get("/items")
+    def items(cursor: ReadDictCursor, limit: int = 100, after: int = 0) -> Any:
+        cursor.execute(LIST_SQL, (after, limit))
+        return cursor.fetchall()
+
+    @app.get("/slow")
+    def slow(cursor: ReadCursor) -> Any:
+        cursor.execute(SLOW_SQL)
+        return cursor.fetchone()
+
+    return app
+
+
+def build_asyncmy_autocommit(cfg: Config) -> FastAPI:
+    """A raw asyncmy pool in autocommit, no COMMIT: the like-for-like read path
+    to compare the read cursors with."""
+    import asyncmy
+    from asyncmy.cursors import DictCursor
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await asyncmy.create_pool(
+            minsize=POOL_SIZE, maxsize=POOL_SIZE, autocommit=True, **cfg
+        )
+        try:
+            yield
+        finally:
+            app.state.pool.close()
+            await app.state.pool.wait_closed()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/item/{id}")
+    async def read(id: int, request: Request) -> Any:
+        async with (
+            request.app.state.pool.acquire() as conn,
+            conn.cursor() as cur,
+        ):
+            await cur.execute(ITEM_SQL, (id,))
+            return await cur.fetchone()
+
+    @app.get("/items")
+    async def items(request: Request, limit: int = 100, after: int = 0) -> Any:
+        async with (
+            request.app.state.pool.acquire() as conn,
+            conn.cursor(DictCursor) as cur,
+        ):
+            await cur.execute(LIST_SQL, (after, limit))
+            return await cur.fetchall()
+
+    @app.get("/slow")
+    async def slow(request: Request) -> Any:
+        async with (
+            request.app.state.pool.acquire() as conn,
+            conn.cursor() as cur,
+        ):
+            await cur.execute(SLOW_SQL)
+            return await cur.fetchone()
+
+    return app
+
+
 # Diagnostic variants, for benchmarks/instructions.py: they split the
 # difference between lib_async and asyncmy.
 
@@ -369,6 +483,10 @@ VARIANTS: dict[str, Callable[[Config], FastAPI]] = {
     "lib_async_sdk": build_lib_async_sdk,
     "nodep": build_nodep,
     "asyncmy_dep": build_asyncmy_dep,
+    "lib_async_read": build_lib_async_read,
+    "lib_sync_read": build_lib_sync_read,
+    "asyncmy_autocommit": build_asyncmy_autocommit,
+    "lib_async_replicas": build_lib_async_replicas,
 }
 
 

@@ -352,9 +352,7 @@ class AsyncPoolCursor(Generic[RowT]):
                 else:
                     await _aio.wait_selector(conn, conn.read_timeout)
                     size = peek(fd, buffer)
-                complete = 0 < size < LOOP_READ_MAX and answer_complete(
-                    memoryview(buffer).cast("B")[:size]
-                )
+                complete = 0 < size < LOOP_READ_MAX and answer_complete(buffer, size)
             else:
                 await _aio.wait_readable(conn, conn.read_timeout)
                 complete = False

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
-import anyio.to_thread
 from starlette.background import BackgroundTasks
 
 from ._context import current_pool
 from ._pool import Pool
+from ._retry import arun_transaction, check_retries, name_of
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -23,6 +21,7 @@ def add_pool_task(
     /,
     *args: Any,
     pool: Pool | None = None,
+    retries: int = 0,
     **kwargs: Any,
 ) -> None:
     """Run ``func(cursor, *args, **kwargs)`` after the response.
@@ -31,7 +30,12 @@ def add_pool_task(
     which is back in the pool by then), commits if *func* returns and rolls
     back if it raises. A failure is logged with its traceback; the tasks after
     it still run. *pool* defaults to the pool of the app serving the request.
+
+    *retries*: after a conflict (deadlock, lock wait timeout, Galera
+    certification failure) the whole task runs again, up to this many times,
+    after a short jittered wait; never after any other error.
     """
+    check_retries(retries)
     if pool is None:
         pool = current_pool()
         if pool is None:
@@ -39,31 +43,17 @@ def add_pool_task(
                 "add_pool_task() found no pool: call it while serving a request "
                 "of an app created with mysql_pool_lifespan(), or pass pool="
             )
-    background_tasks.add_task(_run, pool, func, args, kwargs)
+    background_tasks.add_task(_run, pool, func, args, kwargs, retries)
 
 
 async def _run(
-    pool: Pool, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    pool: Pool,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    retries: int,
 ) -> None:
     try:
-        if _is_async(func):
-            async with pool.cursor() as cursor:
-                await func(cursor, *args, **kwargs)
-        else:
-            async with pool.lease() as cursor:
-                call = functools.partial(func, cursor, *args, **kwargs)
-                await anyio.to_thread.run_sync(call)
+        await arun_transaction(pool, func, args, kwargs, retries=retries)
     except Exception:
-        logger.exception("background task %s failed", _name(func))
-
-
-def _is_async(func: Callable[..., Any]) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)  # noqa: B004 - an async __call__
-    )
-
-
-def _name(func: Callable[..., Any]) -> str:
-    return getattr(func, "__qualname__", None) or repr(func)
+        logger.exception("background task %s failed", name_of(func))

@@ -1,4 +1,9 @@
-"""Connection settings: a ``MySQLdb.connect`` kwargs dict or a ``mysql://`` URL."""
+"""Connection settings: a ``MySQLdb.connect`` kwargs dict or a ``mysql://`` URL.
+
+Either may name several hosts (``mysql://u:pw@h1:3306,h2,h3:3307/db``, or
+``{"host": ["h1:3306", "h2"], ...}``): the config then keeps ``host`` as a
+list, and :func:`host_configs` gives one ``MySQLdb.connect`` config per host.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ class ConnectConfig(dict[str, Any]):
         if socket:
             where = str(socket)
         else:
-            where = f"{self.get('host', 'localhost')}:{self.get('port', 3306)}"
+            where = ",".join(address for address, _ in host_configs(self))
         database = self.get("database", self.get("db"))
         return f"{user}@{where}" + (f"/{database}" if database else "")
 
@@ -56,6 +61,41 @@ def required_tls(config: Mapping[str, Any]) -> str | None:
     return "ssl" if config.get("ssl") else None
 
 
+def host_configs(config: ConnectConfig) -> list[tuple[str, ConnectConfig]]:
+    """``(host:port, its config)`` for each host *config* names, in order."""
+    hosts = config.get("host", "localhost")
+    default_port = int(config.get("port", 3306))
+    if isinstance(hosts, str):
+        return [(f"{hosts}:{default_port}", config)]
+    configs = []
+    for entry in hosts:
+        host, port = split_host(str(entry), default_port)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        configs.append((address, ConnectConfig({**config, "host": host, "port": port})))
+    return configs
+
+
+def split_host(entry: str, default_port: int) -> tuple[str, int]:
+    """``h1:3307`` -> (h1, 3307); ``[::1]:3307``; ``h1`` -> (h1, default)."""
+    host, port = entry, default_port
+    if entry.startswith("["):  # an IPv6 address
+        host, _, rest = entry[1:].partition("]")
+        if rest.startswith(":"):
+            port = _port(rest[1:])
+    elif entry.count(":") == 1:
+        host, _, text = entry.partition(":")
+        port = _port(text)
+    if not host:
+        raise ValueError("empty host name in the host list")
+    return host, port
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError("invalid port in the host list")
+    return int(text)
+
+
 def make_config(cfg: Mapping[str, Any] | str) -> ConnectConfig:
     """Normalise *cfg* and add the defaults a user expects."""
     if isinstance(cfg, str):
@@ -67,6 +107,20 @@ def make_config(cfg: Mapping[str, Any] | str) -> ConnectConfig:
             "cfg must be a dict of MySQLdb.connect arguments or a mysql:// URL, "
             f"not {type(cfg).__name__}"
         )
+    hosts = params.get("host")
+    if isinstance(hosts, (list, tuple)):
+        if not hosts or not all(isinstance(host, str) for host in hosts):
+            raise ValueError("cfg['host'] must be a host name or a list of them")
+        params["host"] = list(hosts)
+        if len(hosts) == 1:
+            params["host"], params["port"] = split_host(
+                hosts[0], int(params.get("port", 3306))
+            )
+        elif params.get("unix_socket"):
+            raise ValueError("several hosts cannot be combined with unix_socket")
+        else:
+            for host in hosts:  # checked now, not at the first connect
+                split_host(host, 3306)
     params.setdefault("charset", DEFAULT_CHARSET)
     params.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
     # The pool's commit/rollback contract needs real transactions.
@@ -98,14 +152,18 @@ def parse_url(url: str) -> dict[str, Any]:
         params["user"] = unquote(parts.username)
     if parts.password is not None:
         params["password"] = unquote(parts.password)
-    if parts.hostname:
-        params["host"] = parts.hostname
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("invalid port in database URL") from None
-    if port is not None:
-        params["port"] = port
+    hostinfo = parts.netloc.rpartition("@")[2]
+    if "," in hostinfo:
+        params["host"] = [unquote(entry) for entry in hostinfo.split(",")]
+    else:
+        if parts.hostname:
+            params["host"] = parts.hostname
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("invalid port in database URL") from None
+        if port is not None:
+            params["port"] = port
     database = unquote(parts.path.lstrip("/"))
     if database:
         params["database"] = database

@@ -171,6 +171,7 @@ class PooledConnection(Connection):
     wait_timeout: float
     #: Autocommit mode as opened; a different mode on return means a changed session.
     autocommit_mode: bool
+    read_mode = False  # switched to autocommit by a read lease (_read_lease)
     #: The session may hold state a later borrower would inherit (see _session):
     #: reset (or closed) before reuse.
     session_changed = False
@@ -347,6 +348,7 @@ class PooledConnection(Connection):
             role = _run_all(self, self.restore)
             # Nothing the borrower ran counts any more.
             self.session_changed = False
+            self.read_mode = False  # the restore set the mode as opened
             return bool(self.get_autocommit()) == self.autocommit_mode and (
                 role is None or role == (self._role,)
             )
@@ -586,7 +588,8 @@ class PooledConnection(Connection):
             return False
         try:
             # Reads a flag of the last server answer: no round trip.
-            return bool(self.get_autocommit()) == self.autocommit_mode
+            mode = self.autocommit_mode or self.read_mode
+            return bool(self.get_autocommit()) == mode
         except Exception:
             return False
 

@@ -1,4 +1,9 @@
-"""Opening the pool's connections, and failing fast while the server is down."""
+"""Opening the pool's connections, and failing fast while the server is down.
+
+With several hosts (see _hosts), each new connection goes to a host the
+:class:`HostSet` picks, is checked (writable, Galera ``Synced``) before the
+pool gets it, and the pool fails fast only while no host is due.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,31 @@ import math
 import random
 import threading
 import time
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import MySQLdb
 
 from ._backoff import Backoff
-from ._config import DEFAULT_CONNECT_TIMEOUT, ConnectConfig, required_tls
+from ._config import (
+    DEFAULT_CONNECT_TIMEOUT,
+    ConnectConfig,
+    host_configs,
+    required_tls,
+)
 from ._connection import PooledConnection, SessionKiller, close_quietly
 from ._errors import BUSY_ERRNOS, BusyError, DrainedError, errno_of
-from ._stats import Counters
+from ._hosts import (
+    NOT_SYNCED,
+    PRIMARY,
+    READ_ONLY,
+    Host,
+    HostMonitor,
+    HostSet,
+    check_state,
+    state_after,
+)
+from ._stats import Counters, HostStats
 from ._telemetry import Telemetry
 
 _LIFETIME_JITTER = 0.025  # as HikariCP: spread the retirements of a batch
@@ -37,6 +58,8 @@ class Connector:
         counters: Counters,
         killer: SessionKiller,
         telemetry: Telemetry | None = None,
+        target: str = PRIMARY,
+        on_recovered: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self._telemetry = telemetry
@@ -49,28 +72,33 @@ class Connector:
         #: this is due (changed under the lock).
         self.backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX, jitter=_BACKOFF_JITTER)
         self._last_error: str | None = None
+        configs = host_configs(config)
+        #: With several hosts: the choice among them, and their monitor.
+        self.hosts: HostSet | None = None
+        self.monitor: HostMonitor | None = None
+        if len(configs) > 1 and not config.get("unix_socket"):
+            self.hosts = HostSet.of(configs, target=target)
+            self.monitor = HostMonitor(
+                self.hosts.hosts, self._checked, describe=describe
+            )
+        # Wakes the pool's refill when a host becomes fit.
+        self._on_recovered = on_recovered
 
     def connect_timeout(self) -> int:
         return int(self.config.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
 
     def connect(self, connect_timeout: int | None = None) -> PooledConnection:
         """Open one connection (blocking). Raises DrainedError or BusyError."""
-        config = self.config
-        if connect_timeout is not None:
-            # A ConnectConfig: a frame's locals, shown by some error trackers,
-            # must not hold the password in a plain dict.
-            config = ConnectConfig({**config, "connect_timeout": connect_timeout})
-        try:
-            conn = PooledConnection(**config)
+        if self.hosts is not None:
+            conn, (wait_timeout, server_host) = self._connect_a_host(connect_timeout)
+        else:
             try:
-                wait_timeout, server_host = conn.setup_session()
-                if self._required_tls is not None:
-                    _check_encrypted(conn, self._required_tls)
-            except BaseException:
-                close_quietly(conn)
-                raise
-        except MySQLdb.Error as exc:
-            raise self._failed(exc) from exc
+                conn, (wait_timeout, server_host) = self._open(
+                    self.config, connect_timeout
+                )
+            except MySQLdb.Error as exc:
+                raise self._failed(exc) from exc
+        config = self.config
         now = time.monotonic()
         conn.returned_at = conn.alive_at = now
         conn.wait_timeout = float(wait_timeout)
@@ -93,6 +121,117 @@ class Connector:
             self._last_error = None
         return conn
 
+    def _open(
+        self, config: ConnectConfig, connect_timeout: int | None
+    ) -> tuple[PooledConnection, tuple[int, str | None]]:
+        """A new connection, its session set up; raises MySQLdb.Error."""
+        if connect_timeout is not None:
+            # A ConnectConfig: a frame's locals, shown by some error trackers,
+            # must not hold the password in a plain dict.
+            config = ConnectConfig({**config, "connect_timeout": connect_timeout})
+        conn = PooledConnection(**config)
+        try:
+            session = conn.setup_session()
+            if self._required_tls is not None:
+                _check_encrypted(conn, self._required_tls)
+        except BaseException:
+            close_quietly(conn)
+            raise
+        return conn, session
+
+    # -- several hosts -------------------------------------------------------
+
+    def _connect_a_host(
+        self, connect_timeout: int | None
+    ) -> tuple[PooledConnection, tuple[int, str | None]]:
+        """Open a connection to the best host that proves fit; try the next
+        on a failure. Raises DrainedError (or BusyError) if none."""
+        hosts = self.hosts
+        assert hosts is not None
+        with self._lock:
+            candidates = hosts.candidates(time.monotonic())
+        busy: MySQLdb.Error | None = None
+        for host in candidates:
+            try:
+                conn, session = self._open(host.config, connect_timeout)
+            except MySQLdb.Error as exc:
+                if errno_of(exc) in BUSY_ERRNOS:
+                    busy = exc  # up, but full: no backoff
+                else:
+                    self._host_failed(host, state_after(exc), exc)
+                continue
+            try:
+                state = check_state(conn)
+            except MySQLdb.Error as exc:
+                close_quietly(conn)
+                self._host_failed(host, state_after(exc), exc)
+                continue
+            with self._lock:
+                _, unfit = hosts.checked(host, state, None, time.monotonic())
+                if host.fits(hosts.target):
+                    hosts.opened(host, state, conn)
+                    return conn, session
+            close_quietly(conn)  # read-only, or a Galera node not Synced
+            _drop(unfit)
+        with self._lock:
+            self._counters.errors += 1
+            # The housekeeper's refill waits as long as the first host.
+            self.backoff.until = hosts.next_due()
+            self._last_error = hosts.describe()
+        if busy is not None:
+            message = f"{self.config.target} refused a connection: {describe(busy)}"
+            raise _with_message(BusyError(), message) from busy
+        raise _with_message(
+            DrainedError(),
+            f"no {hosts.target} host available among {self._last_error}",
+        )
+
+    def _host_failed(self, host: Host, state: str, exc: BaseException | None) -> None:
+        """*host* failed or proved unfit: it waits out a backoff, and the
+        pool's connections to it are dropped."""
+        with self._lock:
+            conns = self.hosts.failed(  # type: ignore[union-attr]
+                host, state, describe(exc) if exc else None, time.monotonic()
+            )
+        _drop(conns)
+
+    def _checked(self, host: Host, state: str, error: str | None) -> None:
+        """The monitor's finding about *host*."""
+        hosts = self.hosts
+        assert hosts is not None
+        with self._lock:
+            recovered, conns = hosts.checked(host, state, error, time.monotonic())
+            if recovered:
+                self.backoff.succeeded()
+        _drop(conns)
+        if (recovered or conns) and self._on_recovered is not None:
+            self._on_recovered()  # refill now, or retire the dropped ones now
+
+    def refused_writes(self, conn: PooledConnection, exc: BaseException) -> None:
+        """A statement on *conn* was refused as its host takes no writes (a
+        demoted primary; a Galera node leaving the cluster)."""
+        if self.hosts is None:
+            return
+        with self._lock:
+            host = self.hosts.host_of(conn)
+        if host is not None:
+            errno = errno_of(exc)
+            self._host_failed(host, NOT_SYNCED if errno == 1047 else READ_ONLY, exc)
+            if self._on_recovered is not None:
+                self._on_recovered()
+
+    def host_stats(self) -> tuple[HostStats, ...]:
+        """Each host's state (under the pool's lock); () with one host."""
+        return () if self.hosts is None else self.hosts.stats()
+
+    def start(self) -> None:
+        if self.monitor is not None:
+            self.monitor.start()
+
+    def stop(self, timeout: float) -> None:
+        if self.monitor is not None:
+            self.monitor.stop(timeout)
+
     def _failed(self, exc: MySQLdb.Error) -> ConnectionError:
         """Record a failed attempt; the error to raise in its place."""
         errno = errno_of(exc)
@@ -114,6 +253,15 @@ class Connector:
 
     def unavailable_locked(self, now: float) -> ConnectionError | None:
         """The error to fail fast with while the server is down, else None."""
+        if self.hosts is not None:
+            if not self.hosts.all_waiting(now):
+                return None
+            return _with_message(
+                DrainedError(),
+                f"no {self.hosts.target} host available among "
+                f"{self.hosts.describe()}; next attempt in "
+                f"{self.hosts.next_due() - now:.2f} s",
+            )
         if not self.backoff.waiting(now):
             return None
         return _with_message(
@@ -124,6 +272,13 @@ class Connector:
 
 
 _E = TypeVar("_E", bound=BaseException)
+
+
+def _drop(conns: list[Any]) -> None:
+    """Retire *conns* (their host is unfit): idle ones are closed at the
+    housekeeper's next look or when next taken, busy ones when given back."""
+    for conn in conns:
+        conn.expires_at = 0.0
 
 
 def _with_message(exc: _E, message: str) -> _E:

@@ -13,8 +13,11 @@ from ._errors import CursorReleasedError
 
 RELEASED_MESSAGE = (
     "this cursor's connection went back to the pool when its request or task "
-    "ended; use the cursor only inside it (for work after the response, use "
-    "add_pool_task(), which gives the task a connection of its own)"
+    "ended; use the cursor only inside it. A StreamingResponse's body runs "
+    "after the route returned: stream rows with "
+    "fastapi_mysqlpool.stream_rows(request, sql) or `async for row in "
+    "get_pool(request).stream(sql)`, which hold a connection of their own "
+    "while the body is sent; for work after the response, use add_pool_task()"
 )
 
 

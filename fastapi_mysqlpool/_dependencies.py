@@ -16,6 +16,7 @@ from ._async_cursor import AsyncPoolCursor
 from ._context import pool_of
 from ._cursors import leased_cursor_class
 from ._lease import Lease
+from ._read_lease import read_lease_maker
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -61,10 +62,14 @@ def _cursor_dependency(
     *,
     cursor_class: type[MySQLdb.cursors.BaseCursor] | None = None,
     dict_rows: bool = False,
+    reads: bool = False,
 ) -> Callable[[HTTPConnection], Coroutine[Any, Any, CursorT]]:
     """The dependency *name* (documented by *doc*), which lends each request
     a cursor: of *cursor_class* (a MySQLdb one, blocking), or without one an
-    :class:`AsyncPoolCursor` (rows as dicts if *dict_rows*)."""
+    :class:`AsyncPoolCursor` (rows as dicts if *dict_rows*). With *reads*, a
+    read cursor (see _read_lease), on a replica if the pool has replicas."""
+    if reads:
+        return _read_dependency(name, returns, doc, cursor_class, dict_rows=dict_rows)
 
     # A closure, not a helper called per request: a dependency's cost is paid
     # by every request. FastAPI reads its signature once.
@@ -97,6 +102,51 @@ def _cursor_dependency(
             stack.push_async_exit(lease)
         except BaseException:
             pool.checkin(conn, reusable=False)
+            raise
+        return lease.cursor
+
+    dependency.__name__ = dependency.__qualname__ = name
+    dependency.__doc__ = doc
+    dependency.__annotations__["return"] = returns
+    return dependency
+
+
+def _read_dependency(
+    name: str,
+    returns: type[CursorT],
+    doc: str,
+    cursor_type: type[MySQLdb.cursors.BaseCursor] | None,
+    *,
+    dict_rows: bool,
+) -> Callable[[HTTPConnection], Coroutine[Any, Any, CursorT]]:
+    """:func:`_cursor_dependency` for read cursors."""
+    make = read_lease_maker(cursor_type, dict_rows=dict_rows)
+    blocking = cursor_type is not None
+
+    async def dependency(request: HTTPConnection) -> Any:
+        if blocking:
+            _warn_if_blocking(request)
+        try:
+            stack: AsyncExitStack = request.scope[_FUNCTION_STACK]
+        except KeyError:
+            raise RuntimeError(
+                "fastapi_mysqlpool's dependencies need FastAPI >= 0.121 "
+                "(function-scoped dependencies)"
+            ) from None
+        pool = pool_of(request)
+        router = pool.read_router
+        if router is None:  # (borrow_for_read, written out: one coroutine less)
+            lender: Any = pool
+            conn = pool.take_idle() or await pool.aacquire(
+                pool.acquire_timeout, check=False
+            )
+        else:
+            lender, conn = await router.aborrow()
+        try:
+            lease = make(lender, conn)
+            stack.push_async_exit(lease)
+        except BaseException:
+            lender.checkin(conn, reusable=False)
             raise
         return lease.cursor
 
@@ -153,4 +203,56 @@ AsyncCursor = Annotated[AsyncPoolCursor[tuple[Any, ...]], Depends(get_async_curs
 #: ``async def route(cursor: AsyncDictCursor)``: ``Depends(get_async_dict_cursor)``.
 AsyncDictCursor = Annotated[
     AsyncPoolCursor[dict[str, Any]], Depends(get_async_dict_cursor)
+]
+
+
+get_read_cursor = _cursor_dependency(
+    "get_read_cursor",
+    MySQLdb.cursors.Cursor,
+    """A read cursor (rows as tuples): for ``def`` routes that only read.
+
+    Its statements run in autocommit, each one round trip: no COMMIT (nor
+    ROLLBACK) at the end. A statement that may write is refused before it is
+    sent (:class:`ReadOnlyError`, answered as code 0). With ``replicas=``, it
+    runs on a healthy replica (else the primary, see ``replica_fallback``).
+    Like :func:`get_cursor`, it is given back before the response and refuses
+    any use afterwards.
+    """,
+    cursor_class=MySQLdb.cursors.Cursor,
+    reads=True,
+)
+get_read_dict_cursor = _cursor_dependency(
+    "get_read_dict_cursor",
+    MySQLdb.cursors.DictCursor,
+    """:func:`get_read_cursor` with rows as dicts.""",
+    cursor_class=MySQLdb.cursors.DictCursor,
+    reads=True,
+)
+get_async_read_cursor = _cursor_dependency(
+    "get_async_read_cursor",
+    AsyncPoolCursor[tuple[Any, ...]],
+    """:func:`get_read_cursor` for ``async def`` routes: an
+    :class:`AsyncPoolCursor` that never blocks the event loop.""",
+    reads=True,
+)
+get_async_read_dict_cursor = _cursor_dependency(
+    "get_async_read_dict_cursor",
+    AsyncPoolCursor[dict[str, Any]],
+    """:func:`get_async_read_cursor` with rows as dicts.""",
+    dict_rows=True,
+    reads=True,
+)
+
+#: ``def route(cursor: ReadCursor)``: ``Depends(get_read_cursor)``, typed.
+ReadCursor = Annotated[MySQLdb.cursors.Cursor, Depends(get_read_cursor)]
+#: ``def route(cursor: ReadDictCursor)``: ``Depends(get_read_dict_cursor)``.
+ReadDictCursor = Annotated[MySQLdb.cursors.DictCursor, Depends(get_read_dict_cursor)]
+#: ``async def route(cursor: AsyncReadCursor)``: ``Depends(get_async_read_cursor)``.
+AsyncReadCursor = Annotated[
+    AsyncPoolCursor[tuple[Any, ...]], Depends(get_async_read_cursor)
+]
+#: ``async def route(cursor: AsyncReadDictCursor)``:
+#: ``Depends(get_async_read_dict_cursor)``.
+AsyncReadDictCursor = Annotated[
+    AsyncPoolCursor[dict[str, Any]], Depends(get_async_read_dict_cursor)
 ]

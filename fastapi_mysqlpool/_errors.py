@@ -5,19 +5,22 @@ written against ``ConnectionPool`` keeps working::
 
     ConnectionError
     ├── ConnectionPool.DrainedError       no connection: server down or unreachable
-    │   └── PoolClosed                    the pool is closed (app shutting down)
+    │   ├── PoolClosed                    the pool is closed (app shutting down)
+    │   └── NoReplicaAvailable            no healthy replica, and no fallback
     ├── ConnectionRefusedError
     │   └── ConnectionPool.OverflowError  the server refused: too many connections
     │       └── PoolTimeout               none free within acquire_timeout
     └── PoolStartupError                  startup could not open the first connections
     MySQLdb.InterfaceError
     └── CursorReleasedError               cursor used after its connection went back
+    MySQLdb.ProgrammingError
+    └── ReadOnlyError                     a read cursor refused a possible write
     MySQLdb.OperationalError
     └── QueryTimeout                      no answer within read_timeout: KILLed
     RuntimeError
     └── ImplicitCommitError               a test's transaction would be committed
 
-Every database error a client can see is one of four :class:`ErrorKind` s.
+Every database error a client can see is one of five :class:`ErrorKind` s.
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ class PoolClosed(DrainedError):
         ConnectionError.__init__(self, message)
 
 
+class NoReplicaAvailable(DrainedError):
+    """No replica can take a read (stopped, lagging, unreachable) and
+    ``replica_fallback`` is off: answered 503, code 1."""
+
+    def __init__(
+        self, message: str = "no healthy replica for a read, and no fallback"
+    ) -> None:
+        ConnectionError.__init__(self, message)
+
+
 class PoolTimeout(BusyError):
     """No connection became free within ``acquire_timeout``."""
 
@@ -51,6 +64,11 @@ class PoolStartupError(ConnectionError):
 
 class CursorReleasedError(MySQLdb.InterfaceError):
     """A cursor was used after its request or task gave its connection back."""
+
+
+class ReadOnlyError(MySQLdb.ProgrammingError):
+    """A read cursor refused a statement that may write, before sending it
+    (answered 500, code 0): write through ``Cursor`` / ``AsyncCursor``."""
 
 
 class QueryTimeout(MySQLdb.OperationalError):
@@ -78,7 +96,7 @@ class ErrorKind(enum.IntEnum):
     ERROR = 0
     UNAVAILABLE = 1
     BUSY = 2
-    # 3 is kept for write conflicts.
+    CONFLICT = 3
     TIMEOUT = 4
 
     @property
@@ -94,12 +112,14 @@ _MESSAGES = {
     ErrorKind.ERROR: "Something Went Wrong",
     ErrorKind.UNAVAILABLE: "Database Server Is Not Available",
     ErrorKind.BUSY: "Database Server Is Busy",
+    ErrorKind.CONFLICT: "Database Conflict, Try Again",
     ErrorKind.TIMEOUT: "Database Query Timed Out",
 }
 _STATUS_CODES = {
     ErrorKind.ERROR: 500,
     ErrorKind.UNAVAILABLE: 503,
     ErrorKind.BUSY: 503,
+    ErrorKind.CONFLICT: 503,
     ErrorKind.TIMEOUT: 504,
 }
 
@@ -114,6 +134,12 @@ UNAVAILABLE_ERRNOS = frozenset(
     {2001, 2002, 2003, 2004, 2005, 2006, 2013, 2026, 2055}
     | {1053, 1152, 1159, 1161, 1184, 1927, 4031}
 )
+
+#: ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK (also Galera's certification
+#: failures and brute-force aborts): the server rolled the transaction (or,
+#: for 1205 without innodb_rollback_on_timeout, the statement) back; the
+#: whole transaction may be run again.
+CONFLICT_ERRNOS = frozenset({1205, 1213})
 
 #: ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR, ER_BAD_DB_ERROR,
 #: ER_ACCESS_DENIED_NO_PASSWORD_ERROR: retrying the login cannot help.
@@ -145,9 +171,38 @@ def classify(exc: BaseException) -> ErrorKind | None:
     errno = errno_of(exc)
     if errno in BUSY_ERRNOS:
         return ErrorKind.BUSY
-    if errno in UNAVAILABLE_ERRNOS:
+    if errno in CONFLICT_ERRNOS:
+        return ErrorKind.CONFLICT
+    if errno in UNAVAILABLE_ERRNOS or refuses_writes(exc):
         return ErrorKind.UNAVAILABLE
     return ErrorKind.ERROR
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True if *exc* is the server's answer that the transaction lost a
+    conflict (deadlock, lock wait timeout, Galera certification): running the
+    whole transaction again may succeed. A lost connection is never one: a
+    COMMIT whose answer was lost may have committed."""
+    return errno_of(exc) in CONFLICT_ERRNOS
+
+
+def refuses_writes(exc: BaseException) -> bool:
+    """True if the server refused a statement because it takes no writes (a
+    demoted primary: read_only 1290, MariaDB's 1836) or is no usable Galera
+    node (1047 "WSREP has not yet prepared node for application use")."""
+    errno = errno_of(exc)
+    if errno == _ER_READ_ONLY_MODE:
+        return True
+    if errno not in (_ER_OPTION_PREVENTS_STATEMENT, _ER_UNKNOWN_COM_ERROR):
+        return False
+    # 1290 also means --secure-file-priv and others; 1047 a plain unknown command.
+    message = str(exc.args[1]) if len(exc.args) > 1 else ""
+    return "read-only" in message or "read_only" in message or "WSREP" in message
+
+
+_ER_OPTION_PREVENTS_STATEMENT = 1290
+_ER_READ_ONLY_MODE = 1836
+_ER_UNKNOWN_COM_ERROR = 1047
 
 
 def is_connection_broken(exc: BaseException) -> bool:

@@ -17,7 +17,7 @@ from MySQLdb.cursors import BaseCursor
 from . import _aio
 from ._async_cursor import AsyncPoolCursor
 from ._connection import PooledConnection
-from ._errors import is_connection_broken
+from ._errors import is_connection_broken, refuses_writes
 
 #: Bound on the rollback of a request that failed or was cancelled; past it the
 #: connection is closed, and the server rolls back by itself.
@@ -43,6 +43,9 @@ class LendingPool(Protocol):
     ) -> None:
         """Give *conn* back (*reusable*: may be lent again)."""
 
+    def refused_writes(self, conn: PooledConnection, exc: BaseException) -> None:
+        """*conn*'s server refused a statement: it takes no writes."""
+
 
 class Lease:
     """One borrowed connection and the cursor lent on it, until given back.
@@ -52,9 +55,19 @@ class Lease:
     first statement, in the thread or task that runs it, and a dead connection
     is then swapped for a live one that nothing has used yet. A lease that ran
     no statement ends without COMMIT or ROLLBACK: there is no transaction.
+
+    The check also sets the connection's mode: a read lease (see _read_lease)
+    wants autocommit, and switches a connection opened without it; a write
+    lease switches such a connection back (one round trip, only when the
+    mode changes: read-only and write-only traffic never pay it).
     """
 
     __slots__ = ("conn", "cursor", "pool")
+
+    #: A read lease: its connection in autocommit (see _read_lease).
+    reads = False
+    #: The class of the async cursors it lends.
+    async_cursor_class: type[AsyncPoolCursor[Any]] = AsyncPoolCursor
 
     def __init__(self, pool: LendingPool, conn: PooledConnection) -> None:
         self.pool = pool
@@ -74,7 +87,7 @@ class Lease:
         """A lease lending a MySQLdb cursor (blocking queries: for threads)."""
         lease = cls(pool, conn)
         lease.cursor = conn.cursor(cursor_class)
-        if not checked:
+        if not checked or lease.wrong_mode(conn):
             lease.cursor.before_first_statement = lease.check
         return lease
 
@@ -89,26 +102,45 @@ class Lease:
     ) -> Lease:
         """A lease lending an :class:`AsyncPoolCursor` (for the event loop)."""
         lease = cls(pool, conn)
-        lease.cursor = AsyncPoolCursor(lease, dict_rows=dict_rows, checked=checked)
+        lease.cursor = cls.async_cursor_class(
+            lease, dict_rows=dict_rows, checked=checked and not lease.wrong_mode(conn)
+        )
         return lease
 
     # -- the first statement's check ------------------------------------------
 
+    def wrong_mode(self, conn: PooledConnection) -> bool:
+        """True if *conn*'s autocommit mode must be switched for this lease."""
+        if self.reads:
+            return not (conn.read_mode or conn.autocommit_mode)
+        return conn.read_mode
+
     def check(self) -> None:
         """Check the connection (blocking: in the first statement's thread)."""
         conn = self.conn
-        if conn is None or conn.used or conn.check_alive(time.monotonic()):
+        if conn is None or conn.used:
             return
-        self._discard_dead(conn)
-        replacement = self.pool.acquire(self.pool.acquire_timeout)
-        replacement.used = False
-        self.conn = self.cursor.connection = replacement
+        if not conn.check_alive(time.monotonic()):
+            self._discard_dead(conn)
+            conn = self.pool.acquire(self.pool.acquire_timeout)
+            conn.used = False
+            self.conn = self.cursor.connection = conn
+        if self.wrong_mode(conn):
+            # Raw: the pool's statement, not the borrower's (see _mode_sql);
+            # through send_query, which a test's pinned connection translates.
+            conn.send_query(_mode_sql(on=self.reads))
+            conn.read_query_result()
+            conn.read_mode = self.reads
 
     def checked_at_a_glance(self) -> PooledConnection | None:
         """The connection, if a glance proves it alive (no round trip, nothing
         to await: the usual case); else None, and :meth:`acheck` must run."""
         conn = self.conn
-        if conn is not None and (conn.used or conn.alive_at_a_glance(time.monotonic())):
+        if conn is not None and (
+            conn.used
+            # (A read lease overrides this: written out for the write path.)
+            or (conn.alive_at_a_glance(time.monotonic()) and not conn.read_mode)
+        ):
             return conn
         return None
 
@@ -116,13 +148,17 @@ class Lease:
         """Check the connection without blocking the loop; the one to use."""
         conn = self.conn
         assert conn is not None
-        if conn.used or await _aio.check_alive(conn):  # a glance, a round trip
+        if conn.used:
             return conn
-        self._discard_dead(conn)
-        replacement = await self.pool.aacquire(self.pool.acquire_timeout)
-        replacement.used = False
-        self.conn = replacement
-        return replacement
+        if not await _aio.check_alive(conn):  # a glance, a round trip
+            self._discard_dead(conn)
+            conn = await self.pool.aacquire(self.pool.acquire_timeout)
+            conn.used = False
+            self.conn = conn
+        if self.wrong_mode(conn):
+            await _aio.query(conn, _mode_sql(on=self.reads))
+            conn.read_mode = self.reads
+        return conn
 
     def _discard_dead(self, conn: PooledConnection) -> None:
         self.pool.checkin(conn, reusable=False, failed=True)
@@ -151,6 +187,8 @@ class Lease:
             return
         conn, leftover = released
         if exc is not None:
+            if refuses_writes(exc):
+                self.pool.refused_writes(conn, exc)
             # Rolling back may first mean reading results without limit: then
             # close the connection instead (the server rolls back by itself).
             reusable = (
@@ -221,6 +259,8 @@ class Lease:
                 raise
             self.pool.checkin(conn, reusable=True)
             return
+        if refuses_writes(exc):
+            self.pool.refused_writes(conn, exc)
         if is_connection_broken(exc):
             self.pool.checkin(conn, reusable=False)  # as in finish()
             return
@@ -265,6 +305,14 @@ class Lease:
         # method would first fail a lookup of __aexit__ (an exception per call).
         # Not a coroutine itself: it hands over afinish's (one less to run).
         return self.afinish(exc)
+
+
+def _mode_sql(*, on: bool) -> bytes:
+    """Autocommit on for a read lease, or back off for a write lease. Sent
+    outside the borrower's statements (``used`` stays false): the first of
+    those does not note this answer's status, which says the session changed,
+    and a later one's answer overwrites it."""
+    return b"SET autocommit = 1" if on else b"SET autocommit = 0"
 
 
 def _cancellation_pending() -> bool:

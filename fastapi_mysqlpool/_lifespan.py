@@ -7,10 +7,11 @@ import contextlib
 import inspect
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, cast, overload
 
+import anyio
 from starlette.applications import Starlette
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Host, Mount
@@ -28,6 +29,12 @@ from ._options import (
 )
 from ._pinning import serving, stopped
 from ._pool import Pool
+from ._replicas import (
+    DEFAULT_MAX_REPLICA_LAG,
+    ReplicaSet,
+    replica_config,
+    replica_pool_options,
+)
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -44,6 +51,11 @@ def mysql_pool_lifespan(
     lifespan: StatefulLifespan,
     shutdown_timeout: float = ...,
     handle_errors: bool = ...,
+    replicas: Sequence[Mapping[str, Any] | str] | None = ...,
+    replica_max_size: int | None = ...,
+    max_replica_lag: float = ...,
+    replica_fallback: bool = ...,
+    replica_lag_query: str | None = ...,
     **options: Unpack[PoolOptions],
 ) -> StatefulLifespan: ...
 
@@ -55,6 +67,11 @@ def mysql_pool_lifespan(
     lifespan: StatelessLifespan | None = ...,
     shutdown_timeout: float = ...,
     handle_errors: bool = ...,
+    replicas: Sequence[Mapping[str, Any] | str] | None = ...,
+    replica_max_size: int | None = ...,
+    max_replica_lag: float = ...,
+    replica_fallback: bool = ...,
+    replica_lag_query: str | None = ...,
     **options: Unpack[PoolOptions],
 ) -> StatelessLifespan: ...
 
@@ -65,6 +82,11 @@ def mysql_pool_lifespan(
     lifespan: StatelessLifespan | StatefulLifespan | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     handle_errors: bool = True,
+    replicas: Sequence[Mapping[str, Any] | str] | None = None,
+    replica_max_size: int | None = None,
+    max_replica_lag: float = DEFAULT_MAX_REPLICA_LAG,
+    replica_fallback: bool = True,
+    replica_lag_query: str | None = None,
     **options: Unpack[PoolOptions],
 ) -> StatelessLifespan | StatefulLifespan:
     """A lifespan for ``FastAPI(lifespan=...)`` that owns a MySQL pool.
@@ -82,11 +104,29 @@ def mysql_pool_lifespan(
 
     *cfg* is a dict of ``MySQLdb.connect`` arguments or a ``mysql://`` URL;
     *options* are :class:`Pool`'s (see :class:`PoolOptions`).
+
+    *replicas* (dicts or URLs; the primary's user, password, database and
+    options fill in what they lack) take the read cursors (``ReadCursor``,
+    ``AsyncReadCursor``...), each with a pool of its own of at most
+    *replica_max_size* connections (default: the primary's ``max_size``). A
+    replica whose replication is stopped or broken, that is unreachable or
+    more than *max_replica_lag* seconds behind (default 5; checked about once
+    a second) takes no new reads until it is healthy again; with none
+    healthy, reads go to the primary (*replica_fallback*, default) or fail
+    with 503, code 1. The lag is ``SHOW REPLICA STATUS``'s (the user needs
+    ``SLAVE MONITOR`` or ``REPLICATION CLIENT``), or what
+    *replica_lag_query* returns (seconds, from a heartbeat table).
     """
     config = make_config(cfg)
     # Fail where the app is defined, not at its first startup.
-    follow_thread_limit = Settings.of(options).max_size is None
+    settings = Settings.of(options)
+    follow_thread_limit = settings.max_size is None
     check_shutdown_timeout(shutdown_timeout)
+    replica_configs = [replica_config(config, each) for each in replicas or ()]
+    replica_options = replica_pool_options(
+        options, replica_max_size, max_replica_lag=max_replica_lag
+    )
+    replicas_follow_thread_limit = replica_options.get("max_size") is None
     if lifespan is not None and inspect.isasyncgenfunction(lifespan):
         lifespan = asynccontextmanager(lifespan)  # as Starlette accepts it
 
@@ -95,14 +135,28 @@ def mysql_pool_lifespan(
         _require_asyncio()
         pool = Pool(config, open=False, **options)
         register(app, pool)  # refuses a second start of a running app
+        replica_set = None
         try:
             await pool.aopen()
+            if replica_configs:
+                replica_set = ReplicaSet(
+                    pool,
+                    replica_configs,
+                    options=replica_options,
+                    max_lag=max_replica_lag,
+                    fallback=replica_fallback,
+                    lag_query=replica_lag_query,
+                )
+                pool.read_router = replica_set
+                await replica_set.aopen()
             _install(app, pool, handle_errors)
             async with nullcontext() if lifespan is None else lifespan(app) as state:
                 if follow_thread_limit:
                     # The default follows the worker-thread limit, which the
                     # app's own startup may have just raised (or lowered).
                     pool.set_max_size(default_max_size(pool.size))
+                if replica_set is not None and replicas_follow_thread_limit:
+                    replica_set.set_max_size(pool.max_size)
                 logger.info("MySQL pool ready: %r", pool)
                 # Pinned while a test's Rollback is active: requests, not
                 # the app's own startup and shutdown (schema, seed data).
@@ -113,7 +167,12 @@ def mysql_pool_lifespan(
                     stopped(pool)
         finally:
             unregister(app, pool)
-            await pool.aclose(shutdown_timeout)
+            if replica_set is None:
+                await pool.aclose(shutdown_timeout)
+            else:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(pool.aclose, shutdown_timeout)
+                    group.start_soon(replica_set.aclose, shutdown_timeout)
             logger.info("MySQL pool closed: %r", pool)
 
     # It yields the wrapped lifespan's state, or None without one (the

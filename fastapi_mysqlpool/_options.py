@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final, TypedDict
+from typing import Final, Literal, TypedDict
 
 import anyio.to_thread
 
@@ -49,6 +49,10 @@ class PoolLimits(TypedDict, total=False):
     #: Seconds: a statement slower than this is logged as a WARNING with its
     #: duration and text (placeholders, never values); None (default): off.
     slow_query: float | None
+    #: With several hosts: ``"primary"`` (default), connect only to a host
+    #: that takes writes, the first in the configured order; ``"any"``,
+    #: spread over every healthy host (Galera, read-only clusters).
+    target: Literal["primary", "any"]
 
 
 class PoolOptions(PoolLimits, total=False):
@@ -81,6 +85,7 @@ class Settings:
     name: str = DEFAULT_NAME
     telemetry: bool = True
     slow_query: float | None = None
+    target: str = "primary"
 
     @classmethod
     def of(cls, options: PoolOptions) -> Settings:
@@ -134,6 +139,9 @@ class Settings:
                 raise ValueError(
                     f"slow_query must be >= 0 and finite, or None, got {slow_query}"
                 )
+        target = options.get("target", "primary")
+        if target not in ("primary", "any"):
+            raise ValueError(f"target must be 'primary' or 'any', got {target!r}")
         if size is None:
             size = DEFAULT_SIZE if max_size is None else min(DEFAULT_SIZE, max_size)
         return cls(
@@ -147,6 +155,7 @@ class Settings:
             name=name,
             telemetry=telemetry,
             slow_query=slow_query,
+            target=target,
         )
 
 

@@ -36,18 +36,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
+import dataclasses
 import functools
 import logging
 import math
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import anyio
 import anyio.to_thread
 from mysqlclient_pool import ConnectionPool
-from MySQLdb.cursors import BaseCursor, Cursor
 from typing_extensions import Unpack
 
 from . import _aio
@@ -60,7 +59,6 @@ from ._connection import (
     close_quietly,
 )
 from ._connector import BACKOFF_FIRST, BACKOFF_MAX, Connector, describe
-from ._cursors import leased_cursor_class
 from ._errors import (
     LOGIN_ERRNOS,
     PoolClosed,
@@ -69,7 +67,7 @@ from ._errors import (
     errno_of,
 )
 from ._housekeeper import Housekeeper
-from ._lease import CursorContext, Lease
+from ._lending import Lending
 from ._options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -79,8 +77,11 @@ from ._options import (
     default_max_size,
 )
 from ._pinning import Pin
+from ._read_lease import Reads
+from ._retry import Transactions
 from ._slots import OPEN_ONE, Slots
 from ._stats import PoolStats
+from ._stream import stream
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -91,7 +92,7 @@ logger = logging.getLogger("fastapi_mysqlpool")
 CONNECT_THREADS: Final = 4
 
 
-class Pool(Slots, ConnectionPool):
+class Pool(Slots, Lending, Reads, Transactions, ConnectionPool):
     """A bounded, self-healing pool of ``MySQLdb`` connections.
 
     ``config``, ``size``, ``timeout`` and ``fillup`` mean what they mean in
@@ -141,6 +142,8 @@ class Pool(Slots, ConnectionPool):
             counters=self.counters,
             killer=self.housekeeper,
             telemetry=self.telemetry,
+            target=settings.target,
+            on_recovered=functools.partial(_hosts_changed, self),
         )
         self.connect_backoff = self._connector.backoff
         if open:
@@ -177,6 +180,7 @@ class Pool(Slots, ConnectionPool):
                 self._close_idle()
                 raise
         self.housekeeper.start()
+        self._connector.start()
 
     async def aopen(
         self, wait: bool | None = None, timeout: float | None = None
@@ -219,6 +223,7 @@ class Pool(Slots, ConnectionPool):
 
     def _finish_close(self) -> None:
         self._closed = True
+        self._connector.stop(CHECK_TIMEOUT + self._connector.connect_timeout())
         # It may be in a connect (bounded by connect_timeout) or a check
         # (bounded by CHECK_TIMEOUT); it exits at its next step.
         self.housekeeper.finish(CHECK_TIMEOUT + self._connector.connect_timeout())
@@ -244,6 +249,10 @@ class Pool(Slots, ConnectionPool):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def refused_writes(self, conn: PooledConnection, exc: BaseException) -> None:
+        """*conn*'s host refused a write (demoted): dropped, for a while."""
+        self._connector.refused_writes(conn, exc)
 
     # -- opening connections -------------------------------------------------
 
@@ -484,60 +493,32 @@ class Pool(Slots, ConnectionPool):
             self.checkin(got, reusable=False, failed=True)
             got = self._checkout(first=False)
 
-    # -- lending cursors -----------------------------------------------------
+    # -- lending cursors: fetch(), cursor(), lease() are _lending's ---------
 
-    @contextlib.contextmanager
-    def fetch(
-        self, auto_manage: bool = True, cursor_type: type[BaseCursor] = Cursor
-    ) -> Generator[Any, None, None]:
-        """Lend a cursor on a connection of its own (blocking: use in threads).
-
-        With *auto_manage*, commit when the block ends normally. Otherwise, and
-        on any exception (``BaseException`` included), roll back. The cursor
-        refuses any use afterwards.
-        """
-        cursor_class = leased_cursor_class(cursor_type)  # may raise: before borrowing
-        conn = self.acquire(self.acquire_timeout)
-        lease = Lease.of_cursor(self, conn, cursor_class=cursor_class, checked=True)
-        try:
-            yield lease.cursor
-        except BaseException as exc:
-            lease.finish(exc)
-            raise
-        lease.finish(None, commit=auto_manage)
-
-    def cursor(self, dict_rows: bool = False) -> CursorContext:
-        """``async with pool.cursor() as cursor``: an :class:`AsyncPoolCursor` on a
-        connection of its own, committed at the end (rolled back on any
-        exception). Nothing in it blocks the event loop.
-        """
-        make = functools.partial(
-            Lease.of_async_cursor, dict_rows=dict_rows, checked=False
-        )
-        return CursorContext(self, make)
-
-    def lease(self, cursor_type: type[BaseCursor] = Cursor) -> CursorContext:
-        """``async with pool.lease() as cursor``: :meth:`fetch` for the event loop.
-
-        Borrowing, commit and rollback never block the loop; the cursor is a
-        MySQLdb one, whose queries do: hand it to a worker thread.
-        """
-        make = functools.partial(
-            Lease.of_cursor,
-            cursor_class=leased_cursor_class(cursor_type),
-            checked=False,
-        )
-        return CursorContext(self, make)
+    stream = stream  # async for row in pool.stream(sql, args): see _stream
 
     # -- introspection -----------------------------------------------------------
 
     def stats(self) -> PoolStats:
-        """A consistent snapshot of the pool's state and counters."""
+        """A consistent snapshot of the pool's state and counters; with
+        replicas, each one's state, lag and pool in ``replicas``."""
         with self._lock:
-            return self.counters.snapshot(
+            stats = self.counters.snapshot(
                 size=len(self.idle) + self._in_use + self._checking,
                 idle=len(self.idle),
                 in_use=self._in_use,
                 waiting=len(self._waiters),
                 max_size=self.max_size,
             )
+            hosts = self._connector.host_stats()
+        if hosts:
+            stats = dataclasses.replace(stats, hosts=hosts)
+        return self.with_replicas(stats)
+
+
+def _hosts_changed(pool: Pool) -> None:
+    """A host became fit (refill now, not after a backoff) or unfit (its idle
+    connections, marked stale, are closed now)."""
+    with pool.cond:
+        pool.housekeeper.refill_backoff.succeeded()
+        pool.cond.notify_all()

@@ -6,6 +6,25 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class HostStats:
+    """One host of a pool given several (see :attr:`PoolStats.hosts`)."""
+
+    #: ``host:port``, as configured.
+    address: str
+    #: As last checked: ``"up"`` (takes writes), ``"read_only"``,
+    #: ``"not_synced"`` (a Galera node not Synced, or refusing queries),
+    #: ``"down"`` (unreachable), ``"unknown"`` (not checked yet).
+    state: str
+    #: New connections go there (the primary; for ``target="any"``, every
+    #: fit host).
+    current: bool
+    #: The pool's open connections to it.
+    connections: int
+    #: The last error that made it unfit (no password, no SQL).
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class PoolStats:
     """A snapshot of a pool. Counters run from the pool's creation."""
 
@@ -28,6 +47,29 @@ class PoolStats:
     timeouts: int
     #: Seconds callers spent queued, in total.
     wait_time: float
+    #: With several hosts: each host's state, in the configured order.
+    hosts: tuple[HostStats, ...] = ()
+    #: With replicas: each one's state, lag and pool (the primary's stats only).
+    replicas: tuple[ReplicaStats, ...] = ()
+
+    @property
+    def current_hosts(self) -> tuple[str, ...]:
+        """The hosts new connections go to (with several hosts)."""
+        return tuple(host.address for host in self.hosts if host.current)
+
+
+@dataclass(frozen=True)
+class ReplicaStats:
+    """A replica, as its lag check last saw it, and a snapshot of its pool."""
+
+    #: ``user@host:port/database``.
+    target: str
+    #: ``healthy`` (takes reads), ``lagging``, ``stopped``, ``broken``,
+    #: ``unreachable`` or ``starting`` (not checked yet).
+    state: str
+    #: Seconds behind the primary (``Seconds_Behind_Master``), None if unknown.
+    lag: float | None
+    pool: PoolStats
 
 
 class Counters:

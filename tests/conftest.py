@@ -107,6 +107,15 @@ def db(make_db: Callable[[], Database]) -> Database:
 
 
 @pytest.fixture
+def numbers(db: Database) -> str:
+    """A table of the numbers 0-999: crossed with itself, a million rows."""
+    table = db.create_table("numbers", "n INT PRIMARY KEY")
+    values = ",".join(f"({n})" for n in range(1000))
+    db.query(f"INSERT INTO {table} VALUES {values}")
+    return table
+
+
+@pytest.fixture
 def fault_db(disposable_server: TemporaryServer) -> Iterator[Database]:
     """:func:`db` on the disposable server, restored to defaults afterwards."""
     if not disposable_server.running:

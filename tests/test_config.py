@@ -10,6 +10,7 @@ from fastapi_mysqlpool._config import (
     DEFAULT_CHARSET,
     DEFAULT_CONNECT_TIMEOUT,
     ConnectConfig,
+    host_configs,
     make_config,
 )
 
@@ -73,3 +74,47 @@ def test_repr_and_target_hide_the_password() -> None:
     assert "'password': '***'" in repr(config)
     assert config.target == "u@h:3306/d"
     assert ConnectConfig({"unix_socket": "/run/s", "user": "u"}).target == "u@/run/s"
+
+
+def test_a_url_may_name_several_hosts() -> None:
+    config = make_config("mysql://u:p%2C@h1:3306,h2:3307,h3/db")
+    assert config["host"] == ["h1:3306", "h2:3307", "h3"]
+    assert config["password"] == "p,"
+    assert config.target == "u@h1:3306,h2:3307,h3:3306/db"
+    assert [
+        (address, c["host"], c["port"], c["password"])
+        for address, c in host_configs(config)
+    ] == [
+        ("h1:3306", "h1", 3306, "p,"),
+        ("h2:3307", "h2", 3307, "p,"),
+        ("h3:3306", "h3", 3306, "p,"),
+    ]
+    assert "p," not in repr(host_configs(config))
+
+
+def test_a_dict_may_name_several_hosts() -> None:
+    config = make_config({"host": ["h1", "h2:3307", "[::1]:3308"], "port": 3310})
+    assert [address for address, _ in host_configs(config)] == [
+        "h1:3310",
+        "h2:3307",
+        "[::1]:3308",
+    ]
+    single = make_config({"host": ["h1:3307"]})
+    assert (single["host"], single["port"]) == ("h1", 3307)
+    assert host_configs(single) == [("h1:3307", single)]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"host": []},
+        {"host": ["h1", 3]},
+        {"host": ["h1", "h2:x"]},
+        {"host": ["h1", ":3306"]},
+        {"host": ["h1", "h2"], "unix_socket": "mysqld.sock"},
+        "mysql://u@h1,h2:99999/db",
+    ],
+)
+def test_bad_host_lists(cfg: Any) -> None:
+    with pytest.raises(ValueError, match=r"host|port"):
+        make_config(cfg)

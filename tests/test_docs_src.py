@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from prometheus_client import REGISTRY
 
-from fastapi_mysqlpool import get_pool
+from fastapi_mysqlpool import CursorReleasedError, get_pool
 from fastapi_mysqlpool._config import parse_url
 
 from .servers import Database
@@ -298,6 +298,35 @@ def test_how_to_pitfalls_yield_dependency(tables: Tables) -> None:
         ("audit", 1),
         ("pen", 0),
     )
+
+
+def test_how_to_large_results_export(tables: Tables) -> None:
+    tables.add("pen", 2)
+    tables.add("ink", 5)
+    with client_of("how_to/large_results/export") as client:
+        csv = client.get("/items.csv", params={"min_price": 3})
+        ndjson = client.get("/items.ndjson")
+        total = client.get("/items/total").json()
+        assert get_pool(client.app).stats().in_use == 0
+    assert csv.headers["content-type"] == "text/csv; charset=utf-8"
+    assert csv.text == "id,name,price\r\n2,ink,5\r\n"
+    assert ndjson.headers["content-type"] == "application/x-ndjson"
+    assert ndjson.text.splitlines() == [
+        '{"id":1,"name":"pen","price":2}',
+        '{"id":2,"name":"ink","price":5}',
+    ]
+    assert total == {"total": 7}
+
+
+def test_how_to_large_results_trap(tables: Tables) -> None:
+    tables.add("pen", 2)
+    with client_of("how_to/large_results/trap") as client:
+        # The body fails after the status went out: no answer to give.
+        with pytest.raises(RuntimeError, match="response already started") as raised:
+            client.get("/trap")
+        assert isinstance(raised.value.__cause__, CursorReleasedError)
+        assert "stream_rows(" in str(raised.value.__cause__)
+        assert client.get("/pattern").text == "name\r\npen\r\n"
 
 
 @pytest.mark.parametrize("variant", ["before", "after"])

@@ -89,5 +89,35 @@ def test_kinds_have_stable_codes_statuses_and_messages() -> None:
         (0, 500, "Something Went Wrong"),
         (1, 503, "Database Server Is Not Available"),
         (2, 503, "Database Server Is Busy"),
+        (3, 503, "Database Conflict, Try Again"),
         (4, 504, "Database Query Timed Out"),
     ]
+
+
+def test_a_host_refusing_writes_is_unavailable_a_conflict_is_code_3() -> None:
+    import MySQLdb
+
+    from fastapi_mysqlpool._errors import is_conflict, refuses_writes
+
+    read_only = MySQLdb.OperationalError(
+        1290,
+        "The MariaDB server is running with the --read-only option so it "
+        "cannot execute this statement",
+    )
+    secure_file = MySQLdb.OperationalError(
+        1290, "The MariaDB server is running with the --secure-file-priv option"
+    )
+    not_ready = MySQLdb.OperationalError(
+        1047, "WSREP has not yet prepared node for application use"
+    )
+    assert refuses_writes(read_only)
+    assert refuses_writes(not_ready)
+    assert refuses_writes(MySQLdb.OperationalError(1836, "Running in read-only mode"))
+    assert not refuses_writes(secure_file)
+    assert classify(read_only) is ErrorKind.UNAVAILABLE
+    assert classify(secure_file) is ErrorKind.ERROR
+    for errno in (1205, 1213):
+        conflict = MySQLdb.OperationalError(errno, "")
+        assert is_conflict(conflict)
+        assert classify(conflict) is ErrorKind.CONFLICT
+    assert not is_conflict(MySQLdb.OperationalError(2013, "Lost connection"))

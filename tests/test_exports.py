@@ -12,12 +12,25 @@ PUBLIC = {
     "CursorReleasedError",
     "DictCursor",
     "ErrorKind",
+    "HostStats",
     "Pool",
     "PoolClosed",
     "PoolStartupError",
     "PoolStats",
     "PoolTimeout",
     "QueryTimeout",
+    "RowStream",
+    "ReadCursor",
+    "ReadDictCursor",
+    "ReadOnlyError",
+    "ReplicaStats",
+    "NoReplicaAvailable",
+    "AsyncReadCursor",
+    "AsyncReadDictCursor",
+    "get_read_cursor",
+    "get_read_dict_cursor",
+    "get_async_read_cursor",
+    "get_async_read_dict_cursor",
     "add_pool_task",
     "get_async_cursor",
     "get_async_dict_cursor",
@@ -25,6 +38,7 @@ PUBLIC = {
     "get_dict_cursor",
     "get_pool",
     "mysql_pool_lifespan",
+    "stream_rows",
 }
 
 
@@ -35,7 +49,14 @@ def test_exported_names() -> None:
 
 
 def test_public_objects_belong_to_the_package() -> None:
-    for name in PUBLIC - {"Cursor", "DictCursor", "AsyncCursor", "AsyncDictCursor"}:
+    aliases = {"Cursor", "DictCursor", "AsyncCursor", "AsyncDictCursor"}
+    aliases |= {
+        "ReadCursor",
+        "ReadDictCursor",
+        "AsyncReadCursor",
+        "AsyncReadDictCursor",
+    }
+    for name in PUBLIC - aliases:
         assert getattr(fastapi_mysqlpool, name).__module__ == "fastapi_mysqlpool"
 
 

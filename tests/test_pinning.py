@@ -21,9 +21,11 @@ from fastapi.testclient import TestClient
 
 from fastapi_mysqlpool import (
     AsyncCursor,
+    AsyncReadCursor,
     Cursor,
     Pool,
     PoolTimeout,
+    ReadCursor,
     _aio,
     add_pool_task,
     get_pool,
@@ -82,6 +84,16 @@ def make_app(db: Database, table: str, **options: Any) -> FastAPI:
     async def names(cursor: AsyncCursor) -> Any:
         await cursor.execute(f"SELECT name FROM `{table}` ORDER BY name")
         return [row[0] for row in await cursor.fetchall()]
+
+    @app.get("/read-names")
+    async def read_names(cursor: AsyncReadCursor) -> Any:
+        await cursor.execute(f"SELECT name FROM `{table}` ORDER BY name")
+        return [row[0] for row in await cursor.fetchall()]
+
+    @app.get("/read-count")
+    def read_count(cursor: ReadCursor) -> Any:
+        cursor.execute(f"SELECT COUNT(*) FROM `{table}`")
+        return cursor.fetchone()[0]
 
     return app
 
@@ -357,5 +369,24 @@ def test_a_request_cut_off_mid_statement_ends_the_tests_transaction(
 
     with Rollback():
         anyio.run(main)
+    assert names(db, table) == []
+    assert db.connection_count(settle_at=0) == 0
+
+
+def test_read_cursors_read_the_tests_writes_and_leave_nothing_behind(
+    db: Database, table: str
+) -> None:
+    """Read cursors switch their connection to autocommit: on the test's
+    connection they stay inside the test's transaction, see its writes, and
+    the requests after them still write in savepoints."""
+    app = make_app(db, table)
+    with Rollback(), TestClient(app) as client:
+        assert client.post("/add/a").status_code == 200
+        assert client.get("/read-names").json() == ["a"]
+        assert client.get("/read-count").json() == 1
+        assert client.post("/fail/b").status_code == 409  # its own work undone
+        assert client.post("/add/c").status_code == 200
+        assert client.get("/read-names").json() == ["a", "c"]
+        assert names(db, table) == []
     assert names(db, table) == []
     assert db.connection_count(settle_at=0) == 0

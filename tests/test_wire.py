@@ -108,3 +108,14 @@ def test_both_ways_a_result_ends(answer: bytes) -> None:
     assert answer_complete(memoryview(answer))
     for end in range(len(answer)):
         assert not answer_complete(memoryview(answer[:end])), end
+
+
+def test_a_peek_buffer_read_up_to_its_size() -> None:
+    """As the async cursor asks: the peek buffer itself (a ctypes array) and
+    the size peeked; bytes beyond that size, left from an earlier answer,
+    count for nothing."""
+    answer = packets(b"\x01", DEFINITION, EOF_PACKET, b"\x011", b"\x012", EOF_PACKET)
+    buffer = ctypes.create_string_buffer(answer + EOF_PACKET * 4, 4096)
+    assert answer_complete(buffer, len(answer))
+    for end in range(len(answer)):
+        assert not answer_complete(buffer, end), end
