@@ -362,8 +362,13 @@ class Telemetry:
 
 
 def timed(conn: Any, template: str, call: Callable[[Any], None]) -> None:
-    """``call(conn)`` (a COMMIT, a ROLLBACK), timed by *conn*'s telemetry."""
-    conn.telemetry.timed(conn, template, call, conn)
+    """``call(conn)`` (a COMMIT, a ROLLBACK), timed by *conn*'s telemetry
+    if it has one."""
+    telemetry = conn.telemetry
+    if telemetry is None:
+        call(conn)
+    else:
+        telemetry.timed(conn, template, call, conn)
 
 
 class Timing:
