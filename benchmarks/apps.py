@@ -229,7 +229,7 @@ def build_lib_sync(cfg: Config) -> FastAPI:
     return app
 
 
-def build_lib_async(cfg: Config) -> FastAPI:
+def build_lib_async(cfg: Config, **options: Any) -> FastAPI:
     """The library under test, async path (assumes the same lifespan as sync)."""
     from fastapi_mysqlpool import (
         get_async_cursor,
@@ -237,7 +237,7 @@ def build_lib_async(cfg: Config) -> FastAPI:
         mysql_pool_lifespan,
     )
 
-    app = FastAPI(lifespan=mysql_pool_lifespan(cfg, size=POOL_SIZE))
+    app = FastAPI(lifespan=mysql_pool_lifespan(cfg, size=POOL_SIZE, **options))
 
     @app.get("/item/{id}")
     async def read(id: int, cursor: Annotated[Any, Depends(get_async_cursor)]) -> Any:
@@ -259,6 +259,40 @@ def build_lib_async(cfg: Config) -> FastAPI:
         return await cursor.fetchone()
 
     return app
+
+
+# Telemetry's cost, for benchmarks/instructions.py: lib_async as it runs with
+# opentelemetry-api installed and no SDK; with telemetry=False; with the SDK
+# set up as a production app would (BatchSpanProcessor, a metric reader).
+
+
+def build_lib_async_notel(cfg: Config) -> FastAPI:
+    """lib_async with ``telemetry=False`` (as without opentelemetry-api)."""
+    return build_lib_async(cfg, telemetry=False)
+
+
+def build_lib_async_sdk(cfg: Config) -> FastAPI:
+    """lib_async with an OpenTelemetry SDK: spans through a BatchSpanProcessor
+    to an exporter that drops them, metrics aggregated for a reader."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    return build_lib_async(cfg)
 
 
 def build_lib_async_read(cfg: Config, replicas: list[str] | None = None) -> FastAPI:
@@ -445,6 +479,8 @@ VARIANTS: dict[str, Callable[[Config], FastAPI]] = {
     "asyncmy": build_asyncmy,
     "lib_sync": build_lib_sync,
     "lib_async": build_lib_async,
+    "lib_async_notel": build_lib_async_notel,
+    "lib_async_sdk": build_lib_async_sdk,
     "nodep": build_nodep,
     "asyncmy_dep": build_asyncmy_dep,
     "lib_async_read": build_lib_async_read,

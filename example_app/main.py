@@ -21,6 +21,7 @@ Routes (sync ``def`` ones run their queries in FastAPI's worker threads; the
     GET    /stats        the pool's statistics
     GET    /healthz      liveness: 200 while the process serves (no database)
     GET    /readyz       readiness: 200 if a connection answers, else 503
+    GET    /metrics      the same, for Prometheus (fastapi_mysqlpool.prometheus)
     GET    /slow         DEMO: holds a connection ?seconds=2 long
     GET    /bad-sql      DEMO: broken SQL, on purpose
 
@@ -53,6 +54,7 @@ from fastapi import (
     Request,
     status,
 )
+from prometheus_client import CollectorRegistry, make_asgi_app
 from pydantic import BaseModel, Field
 
 from fastapi_mysqlpool import (
@@ -67,6 +69,7 @@ from fastapi_mysqlpool import (
     health_router,
     mysql_pool_lifespan,
 )
+from fastapi_mysqlpool.prometheus import PoolCollector
 
 SCHEMA = (
     """
@@ -277,6 +280,13 @@ def create_app(database_url: str, **pool_options: Any) -> FastAPI:
     # Kubernetes probes (kept out of /docs): see README.md next to this file.
     # (/metrics, for Prometheus, comes with the prometheus extra.)
     app.include_router(health_router())
+    # Prometheus scrapes /metrics/; the collector reads the pool's stats()
+    # then, so requests pay nothing. (A registry per app: the example is
+    # built many times in one process by the tests. An app of its own would
+    # use prometheus_client's global REGISTRY.)
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(app))
+    app.mount("/metrics", make_asgi_app(registry=registry))
     return app
 
 

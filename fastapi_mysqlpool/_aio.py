@@ -110,6 +110,8 @@ async def query(
     sql: bytes,
     timeout: float | None = None,
     shield: bool = False,
+    *,
+    timed: bool = False,
 ) -> None:
     """Send *sql* and read the first answer header, never blocking the loop.
 
@@ -117,34 +119,44 @@ async def query(
     between leaves a connection the pool knows it must not reuse. With *shield*
     a cancellation waits for the answer first (within *timeout*), so that a
     COMMIT is never left in doubt. *timeout* defaults to the connection's
-    ``read_timeout``.
+    ``read_timeout``. *timed*: a statement the telemetry reports (a COMMIT,
+    a ROLLBACK; not the pool's own checks).
     """
     if conn.pending:
         raise in_progress()
     if timeout is None:
         timeout = conn.read_timeout
+    telemetry = conn.telemetry if timed else None
+    timing = None if telemetry is None else telemetry.start(conn, sql)
     conn.note_status()  # the last answer's status, which this one overwrites
     conn.pending = True
-    conn.send_query(sql)
     try:
-        # wait_readable(), written out: one coroutine less per statement.
-        readable = conn.readable
-        for _ in range(LOOKS):
-            await next_iteration()
-            if readable():
-                break
-        else:
-            await wait_selector(conn, timeout)
-    except asyncio.CancelledError:
-        if not shield:
+        conn.send_query(sql)
+        try:
+            # wait_readable(), written out: one coroutine less per statement.
+            readable = conn.readable
+            for _ in range(LOOKS):
+                await next_iteration()
+                if readable():
+                    break
+            else:
+                await wait_selector(conn, timeout)
+        except asyncio.CancelledError:
+            if not shield:
+                raise
+            # A shield costs more than the rest of a query: entered only when
+            # needed. Should the answer fail too, the cancellation still wins
+            # (the connection, still pending, is then closed).
+            with anyio.CancelScope(shield=True), contextlib.suppress(MySQLdb.Error):
+                await query_answer(conn, timeout)
             raise
-        # A shield costs more than the rest of a query: entered only when
-        # needed. Should the answer fail too, the cancellation still wins (the
-        # connection, still pending, is then closed).
-        with anyio.CancelScope(shield=True), contextlib.suppress(MySQLdb.Error):
-            await query_answer(conn, timeout)
+        conn.read_query_result()
+    except BaseException as exc:
+        if timing is not None:
+            timing.end(exc)
         raise
-    conn.read_query_result()
+    if timing is not None:
+        timing.end(None)
     conn.pending = False
 
 
@@ -164,7 +176,7 @@ def in_progress() -> MySQLdb.InterfaceError:
 
 
 async def rollback(conn: PooledConnection, timeout: float | None = None) -> None:
-    await query(conn, b"ROLLBACK", timeout)
+    await query(conn, b"ROLLBACK", timeout, timed=True)
 
 
 async def ping(conn: PooledConnection, timeout: float | None = None) -> None:

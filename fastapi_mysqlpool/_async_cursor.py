@@ -28,7 +28,7 @@ from ._answers import (
     stream_query_answer,
 )
 from ._connection import PooledConnection, closed_while_waiting
-from ._cursors import RELEASED_MESSAGE
+from ._cursors import RELEASED_MESSAGE, call_template
 from ._errors import CursorReleasedError, is_connection_broken
 from ._session import CACHED_TEMPLATE_MAX
 from ._socket import peek
@@ -179,12 +179,12 @@ class AsyncPoolCursor(Generic[RowT]):
         ):
             return self._execute_when_ready(query, args)
         conn.note_template(query)  # the template: never the parameters
-        return self._run(conn, mogrify(conn, query, args))
+        return self._run(conn, mogrify(conn, query, args), query)
 
     async def _execute_when_ready(self, query: str | bytes, args: Any) -> int:
         conn = await self._ready()
         await _note_template(conn, query)
-        return await self._run(conn, await self._statement(conn, query, args))
+        return await self._run(conn, await self._statement(conn, query, args), query)
 
     async def _statement(
         self, conn: PooledConnection, query: str | bytes, args: Any
@@ -202,6 +202,18 @@ class AsyncPoolCursor(Generic[RowT]):
             return None
         conn = self._ready_now() or await self._ready()
         await _note_template(conn, query)
+        telemetry = conn.telemetry
+        work = self._run_many(conn, query, batch)
+        if telemetry is not None:
+            work = telemetry.atimed(conn, query, work, len(batch))
+        self.rowcount = total = await work
+        return total
+
+    async def _run_many(
+        self, conn: PooledConnection, query: str | bytes, batch: list[Any]
+    ) -> int:
+        """:meth:`executemany`'s statements (timed there as one); the total
+        row count."""
         match = insert_values(query)
         total = 0
         if match is None:
@@ -221,7 +233,6 @@ class AsyncPoolCursor(Generic[RowT]):
             while built := await anyio.to_thread.run_sync(next_statement, statements):
                 await self._run(conn, built)
                 total += self.rowcount
-        self.rowcount = total
         return total
 
     async def callproc(self, procname: str, args: Sequence[Any] = ()) -> Sequence[Any]:
@@ -229,6 +240,17 @@ class AsyncPoolCursor(Generic[RowT]):
         variables). Use :meth:`nextset` to read all of its result sets."""
         conn = self._ready_now() or await self._ready()
         conn.session_changed = True  # any CALL counts (see LeasedCursorMixin)
+        telemetry = conn.telemetry
+        work = self._call(conn, procname, args)
+        if telemetry is not None:
+            work = telemetry.atimed(conn, call_template(procname, len(args)), work)
+        await work
+        return args
+
+    async def _call(
+        self, conn: PooledConnection, procname: str, args: Sequence[Any]
+    ) -> None:
+        """:meth:`callproc`'s statements (timed there as one)."""
         name = procname.encode(conn.encoding).replace(b"`", b"``")
         if args:
             assignments = b",".join(
@@ -238,7 +260,6 @@ class AsyncPoolCursor(Generic[RowT]):
             await self._run(conn, b"SET " + assignments)
         params = b",".join(b"@`_%s_%d`" % (name, i) for i in range(len(args)))
         await self._run(conn, b"CALL `%s`(%s)" % (name, params))
-        return args
 
     async def nextset(self) -> bool | None:
         """Move to the next result set; ``None`` when there is none."""
@@ -289,14 +310,26 @@ class AsyncPoolCursor(Generic[RowT]):
                 raise
         return conn
 
-    async def _run(self, conn: PooledConnection, statement: bytes) -> int:
-        """Run *statement*; its affected row count (set as ``rowcount``)."""
+    async def _run(
+        self,
+        conn: PooledConnection,
+        statement: bytes,
+        template: str | bytes | None = None,
+    ) -> int:
+        """Run *statement*; its affected row count (set as ``rowcount``). With
+        its *template*, the statement is timed (see _telemetry)."""
         if self._owner is None:
             # Made in a request, run after it: the connection is another's now.
             raise CursorReleasedError(RELEASED_MESSAGE)
         if conn.pending:  # a cut-off statement: its answer would be read as ours
             raise _aio.in_progress()
         conn.start_statement()
+        telemetry = conn.telemetry
+        timing = (
+            None
+            if telemetry is None or template is None
+            else telemetry.start(conn, template)
+        )
         conn.pending = True  # until the answer is read; see Lease.afinish
         try:
             if len(statement) > SEND_INLINE_MAX:
@@ -332,9 +365,13 @@ class AsyncPoolCursor(Generic[RowT]):
         except BaseException as exc:
             self._failed(conn, exc)
             too_large = conn.too_large(exc, len(statement))
+            if timing is not None:
+                timing.end(exc if too_large is None else too_large)
             if too_large is not None:
                 raise too_large from exc
             raise
+        if timing is not None:
+            timing.end(None)
         # (The readers above cleared conn.pending once they had the answer.)
         self._executed = statement
         self._set(answer)

@@ -14,7 +14,7 @@ import MySQLdb
 from MySQLdb.connections import Connection
 from MySQLdb.constants import CLIENT
 
-from . import _session
+from . import _session, _telemetry
 from ._errors import errno_of, server_answered
 from ._session import REPORTED, SESSION_STATE_CHANGED, STATUS_AUTOCOMMIT, UNREPORTED
 from ._socket import readable_check
@@ -39,8 +39,6 @@ _ER_UNKNOWN_SYSTEM_VARIABLE = 1193
 # statement. (Typed here: MySQLdb's stubs leave them unannotated.)
 _query: Callable[[Any, str | bytes | bytearray], None] = Connection.query
 _next_result: Callable[[Any], int] = Connection.next_result
-_commit: Callable[[Any], None] = Connection.commit
-_rollback: Callable[[Any], None] = Connection.rollback
 _close: Callable[[Any], None] = Connection.close
 
 #: Idle for longer than this, a connection gets a round trip before use (HikariCP:
@@ -212,6 +210,7 @@ class PooledConnection(Connection):
     read_timeout: float | None = None
     #: Ends the session of a statement that timed out (set by the pool).
     killer: SessionKiller | None = None
+    telemetry: _telemetry.Telemetry | None = None  # where statements report
     #: A test's pinned connection goes back here, not to the pool (_pinning).
     checkin_to: Callable[..., None] | None = None
     #: The server's id of this session: thread_id() fails once the client
@@ -462,11 +461,11 @@ class PooledConnection(Connection):
 
     def commit(self) -> None:
         self.note_status()
-        _commit(self)
+        _telemetry.timed(self, "COMMIT", Connection.commit)
 
     def rollback(self) -> None:
         self.note_status()
-        _rollback(self)
+        _telemetry.timed(self, "ROLLBACK", Connection.rollback)
 
     def select_db(self, db: str) -> None:
         self.session_changed = True

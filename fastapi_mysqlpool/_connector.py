@@ -44,6 +44,7 @@ from ._hosts import (
     state_after,
 )
 from ._stats import Counters, HostStats
+from ._telemetry import Telemetry
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -77,12 +78,14 @@ class Connector:
         lock: threading.Lock,
         counters: Counters,
         killer: SessionKiller,
+        telemetry: Telemetry | None = None,
         target: str = PRIMARY,
         on_recovered: Callable[[], None] | None = None,
         configure: Callable[[Any], object] | None = None,
         on_first_connect: Callable[[PooledConnection], None] | None = None,
     ) -> None:
         self.config = config
+        self._telemetry = telemetry
         self.max_lifetime = max_lifetime
         self.configure = configure
         #: Run once, on the first connection opened (blocking, in its thread).
@@ -128,6 +131,8 @@ class Connector:
         conn.server_host = server_host
         conn.read_timeout = config.get("read_timeout") or None  # 0: no limit
         conn.killer = self._killer
+        if self._telemetry is not None:
+            self._telemetry.bind(conn, config)
         # Compressed packets have another header: _wire cannot read them.
         conn.plain_wire = not config.get("compress")
         lifetime = self.max_lifetime

@@ -84,23 +84,37 @@ class LeasedCursorMixin:
             return super().execute(query, args)  # type: ignore[misc]
         conn.note_template(query)
         # As _unscanned(), written out: this runs for every statement.
+        telemetry = conn.telemetry
+        timing = None if telemetry is None else telemetry.start(conn, query)
         conn.in_cursor_call = True
         try:
-            return super().execute(query, args)  # type: ignore[misc]
+            result = super().execute(query, args)  # type: ignore[misc]
+        except BaseException as exc:
+            if timing is not None:
+                timing.end(exc)
+            raise
         finally:
             conn.in_cursor_call = False
+        if timing is not None:
+            timing.end(None)
+        return result
 
     def executemany(self, query: Any, args: Any) -> Any:
         conn = self._pooled()
         conn.note_template(query)
-        return _unscanned(conn, super().executemany, query, args)  # type: ignore[misc]
+        if not isinstance(args, (list, tuple)):
+            args = list(args)  # counted for the span, then sent
+        call = super().executemany  # type: ignore[misc]
+        return _unscanned(conn, query, len(args), call, query, args)
 
     def callproc(self, procname: Any, args: Any = ()) -> Any:
         conn = self._pooled()
         # Any CALL counts (see _session): a procedure can assign user variables
         # with SELECT ... INTO, which the server does not report.
         conn.session_changed = True
-        return _unscanned(conn, super().callproc, procname, args)  # type: ignore[misc]
+        text = call_template(procname, len(args))
+        call = super().callproc  # type: ignore[misc]
+        return _unscanned(conn, text, 1, call, procname, args)
 
     def release(self) -> Any:
         """Refuse any later use. Does no I/O: returns a result left unread (an
@@ -114,14 +128,30 @@ class LeasedCursorMixin:
         return leftover
 
 
-def _unscanned(conn: PooledConnection, method: Callable[..., Any], *args: Any) -> Any:
+def _unscanned(
+    conn: PooledConnection,
+    text: Any,
+    batch: int,
+    method: Callable[..., Any],
+    *args: Any,
+) -> Any:
     """``method(*args)``, the statements it sends left out of the scan (their
-    template was noted already)."""
+    template was noted already), timed as one of *text* (see _telemetry)."""
     conn.in_cursor_call = True
     try:
-        return method(*args)
+        telemetry = conn.telemetry
+        if telemetry is None:
+            return method(*args)
+        return telemetry.timed(conn, text, method, *args, batch=batch)
     finally:
         conn.in_cursor_call = False
+
+
+def call_template(procname: str | bytes, count: int) -> str:
+    """What telemetry shows of a procedure's call: ``CALL name(%s, %s)``."""
+    if isinstance(procname, bytes):
+        procname = procname.decode("utf-8", "replace")
+    return f"CALL {procname}({', '.join(['%s'] * count)})"
 
 
 _C = TypeVar("_C", bound=BaseCursor)

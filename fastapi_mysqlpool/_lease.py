@@ -245,7 +245,7 @@ class Lease:
                 if conn.used:
                     # Shielded: a cancellation now must not cut the COMMIT in
                     # two (sent, its answer unread), leaving it in doubt.
-                    await _aio.query(conn, b"COMMIT", shield=True)
+                    await _aio.query(conn, b"COMMIT", shield=True, timed=True)
             except BaseException as error:
                 # After a failed COMMIT that session goes to no one else (as
                 # in finish()). One the server answered with an error is in

@@ -20,6 +20,7 @@ DEFAULT_ACQUIRE_TIMEOUT: Final = 3.0
 DEFAULT_MAX_LIFETIME: Final = 30 * 60.0
 DEFAULT_MAX_IDLE: Final = 10 * 60.0
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
+DEFAULT_NAME: Final = "default"
 #: anyio's default number of worker threads, the ceiling on concurrent sync routes.
 DEFAULT_THREAD_TOKENS: Final = 40
 
@@ -49,6 +50,15 @@ class PoolLimits(TypedDict, total=False):
     #: session variables back to the server's defaults): ``SET time_zone``...
     #: If it raises, the connection is closed and counted as an error.
     configure: Callable[[Any], object] | None
+    #: The pool's name in metrics (``pool`` label, ``db.client.connection.pool.name``);
+    #: default ``"default"``.
+    name: str
+    #: OpenTelemetry spans and metrics, on when opentelemetry-api is installed
+    #: (default True; the global providers decide where they go).
+    telemetry: bool
+    #: Seconds: a statement slower than this is logged as a WARNING with its
+    #: duration and text (placeholders, never values); None (default): off.
+    slow_query: float | None
     #: With several hosts: ``"primary"`` (default), connect only to a host
     #: that takes writes, the first in the configured order; ``"any"``,
     #: spread over every healthy host (Galera, read-only clusters).
@@ -84,6 +94,9 @@ class Settings:
     max_idle: float
     leak_timeout: float | None = None
     configure: Callable[[Any], object] | None = None
+    name: str = DEFAULT_NAME
+    telemetry: bool = True
+    slow_query: float | None = None
     target: str = "primary"
 
     @classmethod
@@ -135,6 +148,19 @@ class Settings:
         configure = options.get("configure")
         if configure is not None and not callable(configure):
             raise ValueError(f"configure must be callable, got {configure!r}")
+        name = options.get("name", DEFAULT_NAME)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty str, got {name!r}")
+        telemetry = options.get("telemetry", True)
+        if not isinstance(telemetry, bool):
+            raise ValueError(f"telemetry must be a bool, got {telemetry!r}")
+        slow_query = options.get("slow_query")
+        if slow_query is not None:
+            _check_time("slow_query", slow_query)
+            if not 0 <= slow_query < math.inf:
+                raise ValueError(
+                    f"slow_query must be >= 0 and finite, or None, got {slow_query}"
+                )
         target = options.get("target", "primary")
         if target not in ("primary", "any"):
             raise ValueError(f"target must be 'primary' or 'any', got {target!r}")
@@ -150,6 +176,9 @@ class Settings:
             max_idle=max_idle,
             leak_timeout=leak_timeout,
             configure=configure,
+            name=name,
+            telemetry=telemetry,
+            slow_query=slow_query,
             target=target,
         )
 

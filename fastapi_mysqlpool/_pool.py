@@ -19,7 +19,9 @@ What it adds to the base class, and why:
   it on) before its error is raised, its slot kept until then;
 - connects for the event loop run in threads of the pool's own, within
   ``acquire_timeout``: never waiting for a worker thread that sync routes hold;
-- graceful close and :meth:`Pool.stats`.
+- graceful close and :meth:`Pool.stats`;
+- a span, a duration and (past ``slow_query``) a warning per statement, and
+  the pool's OpenTelemetry instruments (see _telemetry).
 
 Threads (background tasks, ``fetch()``) and the event loop (dependencies) share
 one pool: bookkeeping happens under ``_lock`` and never around I/O, and waiters
@@ -123,7 +125,7 @@ class Pool(Slots, Lending, Reads, Transactions, ConnectionPool):
         self.max_idle = settings.max_idle
         self.fillup = settings.fillup
 
-        self._init_slots(self._pool)  # type: ignore[arg-type]
+        self._init_slots(self._pool, settings)  # type: ignore[arg-type]
         #: Set while a test runs in one rolled-back transaction (see
         #: _pinning): every borrow then gets the test's connection.
         self.pinned: Pin | None = None
@@ -137,6 +139,7 @@ class Pool(Slots, Lending, Reads, Transactions, ConnectionPool):
             lock=self._lock,
             counters=self.counters,
             killer=self.housekeeper,
+            telemetry=self.telemetry,
             target=settings.target,
             on_recovered=functools.partial(_hosts_changed, self),
             configure=settings.configure,
@@ -429,16 +432,16 @@ class Pool(Slots, Lending, Reads, Transactions, ConnectionPool):
         loop's)."""
         if self.pinned is not None:
             return self.pinned.borrow(timeout)
-        deadline = time.monotonic() + timeout
+        deadline = (started := time.monotonic()) + timeout
         got = self._checkout(first=True)
         while True:
             if isinstance(got, concurrent.futures.Future):
                 got = self._wait_sync(got, deadline, timeout)
             if got is OPEN_ONE:
-                return self._open_for_caller()
+                return self._waited(started, self._open_for_caller())
             assert isinstance(got, PooledConnection)
             if got.check_alive(time.monotonic()):
-                return got
+                return self._waited(started, got)
             self.checkin(got, reusable=False, failed=True)
             got = self._checkout(first=False)
 
@@ -458,7 +461,7 @@ class Pool(Slots, Lending, Reads, Transactions, ConnectionPool):
             self.idle.pop()
             self._in_use += 1
             self.counters.requests += 1
-        return conn
+        return self._waited(now, conn)
 
     async def aacquire(self, timeout: float, *, check: bool = True) -> PooledConnection:
         """Borrow a connection without blocking the event loop.
@@ -469,17 +472,18 @@ class Pool(Slots, Lending, Reads, Transactions, ConnectionPool):
         """
         if self.pinned is not None:
             return await self.pinned.aborrow(timeout)
-        deadline = time.monotonic() + timeout
+        deadline = (started := time.monotonic()) + timeout
         got = self._checkout(first=True)
         while True:
             if isinstance(got, concurrent.futures.Future):
                 got = await self._wait_async(got, deadline, timeout)
             if got is OPEN_ONE:
-                return await self._aopen_for_caller(deadline, timeout)
+                got = await self._aopen_for_caller(deadline, timeout)
+                return self._waited(started, got)
             assert isinstance(got, PooledConnection)
             try:
                 if not check or await _aio.check_alive(got):
-                    return got
+                    return self._waited(started, got)
             except BaseException:  # cancelled mid-ping
                 self.checkin(got, reusable=False)
                 raise

@@ -26,7 +26,8 @@ from ._housekeeper import Housekeeper, session_of
 from ._leaks import watch
 from ._limits import ServerLimits
 from ._options import Settings
-from ._stats import Counters
+from ._stats import Counters, PoolStats
+from ._telemetry import Telemetry
 
 # Handed to a waiter instead of a connection: "a slot is free, open one".
 OPEN_ONE: Final = object()
@@ -46,7 +47,10 @@ class Slots:
         """The server, as messages name it."""
         raise NotImplementedError
 
-    def _init_slots(self, idle: deque[PooledConnection]) -> None:
+    def stats(self) -> PoolStats:
+        raise NotImplementedError
+
+    def _init_slots(self, idle: deque[PooledConnection], settings: Settings) -> None:
         self.server_limits = ServerLimits(self.target, lambda: self.max_size)
         #: With ``leak_timeout`` only: then this pool's borrowing and returning
         #: methods record who holds what (see _leaks).
@@ -64,6 +68,12 @@ class Slots:
         self.closing = False
         self._drained_waiters: list[concurrent.futures.Future[None]] = []
         self.counters = Counters()
+        #: The pool's name in metrics (see _telemetry, prometheus).
+        self.name = settings.name
+        #: Spans, metrics and slow-statement warnings; None: nothing to record.
+        self.telemetry = Telemetry.of(settings)
+        if self.telemetry is not None:
+            self.telemetry.watch(self.stats)
 
     def set_max_size(self, max_size: int) -> None:
         """Change the cap of a running pool: callers queued get the slots it
@@ -81,6 +91,8 @@ class Slots:
             if self.closing:
                 return False
             self.closing = True
+            if self.telemetry is not None:
+                self.telemetry.unwatch()
             waiters = list(self._waiters)
             self._waiters.clear()
             self.cond.notify_all()
@@ -277,6 +289,13 @@ class Slots:
             else:
                 self.checkin(got, reusable=True)
         return got
+
+    def _waited(self, started: float, conn: PooledConnection) -> PooledConnection:
+        """*conn*, which its caller asked for at *started* (the wait measured
+        only where telemetry records it)."""
+        if self.telemetry is not None:
+            self.telemetry.waited(started)
+        return conn
 
     def _add_wait_time(self, started: float) -> None:
         with self._lock:

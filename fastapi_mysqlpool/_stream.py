@@ -250,7 +250,7 @@ class RowStream(Generic[RowT]):
         try:
             if conn.used:
                 # Shielded: a COMMIT cut in two (sent, unread) is in doubt.
-                await _aio.query(conn, b"COMMIT", shield=True)
+                await _aio.query(conn, b"COMMIT", shield=True, timed=True)
         except BaseException as error:
             conn.in_step_after(error)  # as Lease.afinish
             reusable = not conn.pending and not isinstance(error, MySQLdb.Error)

@@ -21,11 +21,17 @@ from typing import Any
 import MySQLdb
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+from prometheus_client import REGISTRY
 
 from fastapi_mysqlpool import CursorReleasedError, get_pool
 from fastapi_mysqlpool._config import parse_url
 
 from .servers import Database
+from .test_telemetry import reset_otel_globals
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "docs_src" / "tutorial" / "schema.sql"
@@ -270,6 +276,38 @@ def test_how_to_production_token(url: str, db: Database) -> None:
         pool = get_pool(client.app)
         assert callable(pool.config["password"])  # called per connection
         assert db.password not in repr(pool.config) + repr(pool)
+
+
+def test_how_to_production_metrics(
+    tables: Tables, caplog: pytest.LogCaptureFixture
+) -> None:
+    item_id = tables.add("pen", 2)
+    example = load("how_to/production/metrics")
+    try:
+        with TestClient(example.app) as client:
+            assert client.get(f"/items/{item_id}").json() == {"name": "pen"}
+            scraped = client.get("/metrics/").text
+        assert 'mysqlpool_acquires_total{pool="default"} 1.0' in scraped
+    finally:
+        REGISTRY.unregister(example.collector)
+    assert caplog.records == []  # nothing slower than 0.5 s
+
+
+def test_how_to_production_tracing(tables: Tables) -> None:
+    item_id = tables.add("pen", 2)
+    example = load("how_to/production/tracing")
+    spans = InMemorySpanExporter()
+    example.tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    try:
+        with TestClient(example.app) as client:
+            assert client.get(f"/items/{item_id}").json() == {"name": "pen"}
+        names = [span.name for span in spans.get_finished_spans()]
+        assert "SELECT items" in names
+        assert "COMMIT" in names
+    finally:
+        example.tracer_provider.shutdown()
+        example.meter_provider.shutdown()
+        reset_otel_globals()
 
 
 def test_how_to_pitfalls_yield_dependency(tables: Tables) -> None:

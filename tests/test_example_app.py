@@ -184,6 +184,17 @@ def test_stats(client: TestClient) -> None:
     assert stats["requests"] >= 2  # the lifespan's and /ping's
 
 
+def test_metrics_for_prometheus(client: TestClient) -> None:
+    client.get("/ping")
+    scraped = client.get("/metrics/")
+    assert scraped.status_code == 200
+    requests = get_pool(client.app).stats().requests
+    assert f'mysqlpool_acquires_total{{pool="default"}} {float(requests)}' in (
+        scraped.text
+    )
+    assert 'mysqlpool_connections{pool="default",state="idle"} 2.0' in scraped.text
+
+
 @pytest.mark.slow
 def test_slow_holding_every_connection_is_code_2(url: str) -> None:
     app = create_app(url, size=1, max_size=1, acquire_timeout=0.2)

@@ -64,3 +64,40 @@ def test_leak_timeout_and_configure_are_checked() -> None:
     assert Settings.of({"configure": print}).configure is print
     with pytest.raises(ValueError, match="configure must be callable"):
         Settings.of({"configure": "SET time_zone = '+00:00'"})  # type: ignore[typeddict-item]
+
+
+def test_name_telemetry_and_slow_query() -> None:
+    settings = Settings.of({})
+    assert (settings.name, settings.telemetry, settings.slow_query) == (
+        "default",
+        True,
+        None,
+    )
+    settings = Settings.of({"name": "orders", "telemetry": False, "slow_query": 0.5})
+    assert (settings.name, settings.telemetry, settings.slow_query) == (
+        "orders",
+        False,
+        0.5,
+    )
+    pool = Pool({"host": "127.0.0.1"}, open=False, name="orders", telemetry=False)
+    assert pool.name == "orders"
+    assert pool.telemetry is None  # nothing to record
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("name", "", "name must be a non-empty str"),
+        ("name", 3, "name must be a non-empty str"),
+        ("telemetry", 1, "telemetry must be a bool"),
+        ("slow_query", -1, "slow_query must be >= 0"),
+        ("slow_query", float("inf"), "slow_query must be >= 0"),
+        ("slow_query", float("nan"), "slow_query must be a number of seconds"),
+        ("slow_query", True, "slow_query must be a number of seconds"),
+    ],
+)
+def test_name_telemetry_and_slow_query_are_checked(
+    option: str, value: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.of({option: value})  # type: ignore[misc]
