@@ -286,8 +286,10 @@ class Connector:
             return
         with self._lock:
             host = self.hosts.host_of(conn)
-        if host is not None:
-            errno = errno_of(exc)
+        errno = errno_of(exc)
+        if host is not None and (errno == 1047 or self.hosts.target == PRIMARY):
+            # With target="any", read-only hosts are fit: a write one refused is
+            # the app's to fix, not a reason to leave the host.
             self._host_failed(host, NOT_SYNCED if errno == 1047 else READ_ONLY, exc)
             if self._on_recovered is not None:
                 self._on_recovered()

@@ -135,7 +135,8 @@ def _read_dependency(
             ) from None
         pool = pool_of(request)
         router = pool.read_router
-        if router is None:  # (borrow_for_read, written out: one coroutine less)
+        # (borrow_for_read, written out: one coroutine less)
+        if router is None or pool.pinned is not None:
             lender: Any = pool
             conn = pool.take_idle() or await pool.aacquire(
                 pool.acquire_timeout, check=False

@@ -61,6 +61,10 @@ def replica_config(
         if alias in given or name in given:
             inherited.pop(alias, None)
             inherited.pop(name, None)
+    if isinstance(given.get("host"), (list, tuple)) and len(given["host"]) > 1:
+        raise ValueError(
+            "a replica names one host: list each replica in replicas= instead"
+        )
     config = make_config({**inherited, **given})
     config["autocommit"] = True
     return config
@@ -77,7 +81,9 @@ def replica_pool_options(
     _check_time("max_replica_lag", max_replica_lag)
     if not 0 < max_replica_lag < math.inf:
         raise ValueError(f"max_replica_lag must be > 0, got {max_replica_lag}")
+    # target is the primary's choice among its hosts: a replica has one host.
     replica: PoolOptions = {**options, "fillup": False}
+    replica.pop("target", None)
     if replica_max_size is not None:
         replica["max_size"] = replica_max_size
         size = options.get("size")

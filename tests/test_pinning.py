@@ -390,3 +390,17 @@ def test_read_cursors_read_the_tests_writes_and_leave_nothing_behind(
         assert names(db, table) == []
     assert names(db, table) == []
     assert db.connection_count(settle_at=0) == 0
+
+
+def test_read_cursors_of_an_app_with_replicas_read_on_the_tests_connection(
+    db: Database, table: str
+) -> None:
+    """A replica does not see the test's uncommitted writes: under a rollback,
+    read cursors go to the (pinned) primary. (The test's server stands in for
+    a replica: the lag query says it is in step.)"""
+    app = make_app(db, table, replicas=[db.cfg], replica_lag_query="SELECT 0")
+    with Rollback(), TestClient(app) as client:
+        assert client.post("/add/a").status_code == 200
+        assert client.get("/read-names").json() == ["a"]
+        assert client.get("/read-count").json() == 1
+    assert names(db, table) == []

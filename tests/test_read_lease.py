@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import MySQLdb
 import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
@@ -186,3 +187,31 @@ async def test_pool_read_cursor_outside_routes(db: Database, table: str) -> None
             assert await cursor.fetchone() == {"a": 1}
         assert pool.replicas == ()
         assert pool.stats().in_use == 0
+
+
+def test_only_a_read_only_refusal_is_the_apps_mistake() -> None:
+    """Through a read cursor, 1290/1836 (a write sent around the check) is
+    code 0; Galera's 1047 (a node not ready, refusing reads too) stays code 1."""
+    from fastapi_mysqlpool import ErrorKind, ReadOnlyError
+    from fastapi_mysqlpool._errors import classify
+    from fastapi_mysqlpool._read_lease import _refused_by_server
+
+    read_only = MySQLdb.OperationalError(1836, "Running in read-only mode")
+    with pytest.raises(ReadOnlyError) as raised:
+        _refused_by_server(read_only)
+    assert classify(raised.value) is ErrorKind.ERROR
+    not_ready = MySQLdb.OperationalError(1047, "WSREP has not yet prepared node")
+    _refused_by_server(not_ready)  # raised as it is: code 1
+    assert classify(not_ready) is ErrorKind.UNAVAILABLE
+
+
+def test_a_replica_names_one_host_and_takes_no_target() -> None:
+    from fastapi_mysqlpool._config import make_config
+    from fastapi_mysqlpool._replicas import replica_config, replica_pool_options
+
+    primary = make_config("mysql://app:secret@db1,db2/shop")
+    with pytest.raises(ValueError, match="a replica names one host"):
+        replica_config(primary, "mysql://r1,r2/shop")
+    assert replica_config(primary, "mysql://r1:3307")["host"] == "r1"
+    options = replica_pool_options({"target": "any"}, None, max_replica_lag=5)
+    assert "target" not in options
