@@ -404,3 +404,37 @@ def test_read_cursors_of_an_app_with_replicas_read_on_the_tests_connection(
         assert client.get("/read-names").json() == ["a"]
         assert client.get("/read-count").json() == 1
     assert names(db, table) == []
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.2])
+def test_a_stream_under_rollback_leaves_the_tests_connection_free(
+    pool: Pool, db: Database, table: str, pause: float
+) -> None:
+    """On the test's one connection a stream is read at once and the
+    connection given back: a cursor inside the loop over the rows, and a
+    stream stopped early (then a borrow at once, or a little later), work as
+    with a pool of several connections, and the test's transaction goes on."""
+
+    async def main() -> list[Any]:
+        async with pool.cursor() as cursor:
+            await cursor.execute(f"INSERT INTO `{table}` VALUES ('a'), ('b'), ('c')")
+        seen = []
+        select = f"SELECT name FROM `{table}` ORDER BY name"
+        async for (name,) in pool.stream(select, batch=1):
+            async with pool.cursor() as cursor:
+                await cursor.execute("SELECT %s", (name,))
+                seen.append((await cursor.fetchone())[0])
+        async with pool.stream(select, batch=1) as rows:
+            async for _row in rows:
+                break  # stopped early
+        await anyio.sleep(pause)
+        async with pool.cursor() as cursor:
+            await cursor.execute(f"SELECT COUNT(*) FROM `{table}`")
+            seen.append((await cursor.fetchone())[0])
+        return seen
+
+    with Rollback() as rollback:
+        rollback.pin(pool)
+        assert anyio.run(main) == ["a", "b", "c", 3]
+        assert names(db, table) == []
+    assert names(db, table) == []
