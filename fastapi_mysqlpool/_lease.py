@@ -17,7 +17,7 @@ from MySQLdb.cursors import BaseCursor
 from . import _aio
 from ._async_cursor import AsyncPoolCursor
 from ._connection import PooledConnection
-from ._errors import is_connection_broken, refuses_writes
+from ._errors import ImplicitCommitError, is_connection_broken, refuses_writes
 
 #: Bound on the rollback of a request that failed or was cancelled; past it the
 #: connection is closed, and the server rolls back by itself.
@@ -286,6 +286,11 @@ class Lease:
                         # nothing to KILL.
                         reusable = False
                         conn.in_step_after(exc)
+                    except ImplicitCommitError:
+                        # A test's transaction ended under it (_pinned): the
+                        # test's connection goes, and the test hears why.
+                        reusable = False
+                        raise
         finally:
             # A cut-off rollback leaves conn.pending set: closed and KILLed.
             self.pool.checkin(conn, reusable=reusable)

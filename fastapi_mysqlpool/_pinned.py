@@ -22,6 +22,8 @@ _send_query: Callable[[Any, bytes], None] = Connection.send_query
 _read_query_result: Callable[[Any], None] = Connection.read_query_result
 
 _SAVEPOINT: Final = b"fastapi_mysqlpool_%d"
+#: ER_LOCK_DEADLOCK: InnoDB rolled the whole transaction back.
+_ER_LOCK_DEADLOCK: Final = 1213
 #: ER_SP_DOES_NOT_EXIST: our savepoint is gone, so is the test's transaction.
 _ER_SP_DOES_NOT_EXIST: Final = 1305
 
@@ -97,6 +99,15 @@ class PinnedConnection(PooledConnection):
 
     levels: list[bool]
     _translated = False
+    #: A deadlock rolled the whole transaction back, savepoints included.
+    deadlocked = False
+
+    def _failed(self, exc: MySQLdb.OperationalError, *, translated: bool) -> None:
+        errno = errno_of(exc)
+        if errno == _ER_LOCK_DEADLOCK:
+            self.deadlocked = True
+        elif translated and errno == _ER_SP_DOES_NOT_EXIST:
+            raise lost_savepoint(deadlocked=self.deadlocked) from exc
 
     def translate(self, sql: bytes) -> bytes:
         """*sql*, or what stands in for it if it would end the transaction."""
@@ -142,8 +153,7 @@ class PinnedConnection(PooledConnection):
         try:
             super().query(sql)
         except MySQLdb.OperationalError as exc:
-            if translated and errno_of(exc) == _ER_SP_DOES_NOT_EXIST:
-                raise _lost_savepoint() from exc
+            self._failed(exc, translated=translated)
             raise
 
     def send_query(self, query: bytes, /) -> None:
@@ -154,8 +164,7 @@ class PinnedConnection(PooledConnection):
         try:
             _read_query_result(self)
         except MySQLdb.OperationalError as exc:
-            if translated and errno_of(exc) == _ER_SP_DOES_NOT_EXIST:
-                raise _lost_savepoint() from exc
+            self._failed(exc, translated=translated)
             raise
 
     def commit(self) -> None:
@@ -186,7 +195,14 @@ def adopt(conn: PooledConnection, checkin: Callable[..., None]) -> PinnedConnect
     return conn
 
 
-def _lost_savepoint() -> ImplicitCommitError:
+def lost_savepoint(*, deadlocked: bool) -> ImplicitCommitError:
+    if deadlocked:
+        return ImplicitCommitError(
+            "a deadlock (1213) rolled back the test's whole transaction, its "
+            "savepoints included, as InnoDB does: the test's data so far is "
+            "gone and the test cannot go on. A transaction run again after a "
+            "deadlock cannot be tested under mysql_rollback."
+        )
     return ImplicitCommitError(
         "the test's transaction was ended by a statement that commits "
         "implicitly where its text could not be checked (in a stored "

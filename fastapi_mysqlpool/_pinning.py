@@ -33,7 +33,7 @@ import anyio.to_thread
 from . import _aio
 from ._connection import PooledConnection, close_quietly
 from ._errors import PoolTimeout
-from ._pinned import PinnedConnection, adopt, recover
+from ._pinned import PinnedConnection, adopt, lost_savepoint, recover
 
 
 class Killer(Protocol):
@@ -243,7 +243,9 @@ class Pin:
         assert isinstance(conn, PinnedConnection)
         if not reusable and not recover(conn):
             self._break(
-                f"the test's connection to {self.target} was "
+                str(lost_savepoint(deadlocked=True))
+                if conn.deadlocked
+                else f"the test's connection to {self.target} was "
                 + ("lost" if failed or conn.broken else "closed")
                 + ": a statement on it failed or was cut off (a cancelled "
                 "request, a timeout), which ends the test's transaction. "

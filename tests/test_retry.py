@@ -4,11 +4,13 @@ transaction run again (run_transaction, add_pool_task(retries=...))."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio
 import MySQLdb
 import pytest
 from fastapi import BackgroundTasks, FastAPI
@@ -16,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from fastapi_mysqlpool import Cursor, Pool, add_pool_task, mysql_pool_lifespan
 from fastapi_mysqlpool._retry import Retries
+from fastapi_mysqlpool.testing import ImplicitCommitError, Rollback
 
 from .servers import Database
 
@@ -232,3 +235,34 @@ def test_retries_stop_after_the_last_one_and_on_other_errors() -> None:
     assert left.delay_after(deadlock) is None
     assert Retries(2, "work").delay_after(MySQLdb.OperationalError(2013, "")) is None
     assert Retries(2, "work").delay_after(ValueError()) is None
+
+
+@pytest.mark.parametrize("run_async", [False, True])
+def test_under_mysql_rollback_a_deadlock_ends_the_test_saying_so(
+    db: Database, *, run_async: bool
+) -> None:
+    """InnoDB rolls a deadlocked transaction back whole, savepoints included:
+    a test in one transaction cannot go on, and must hear that, not that a
+    statement committed implicitly or the connection failed."""
+    deadlock = Deadlock(db)
+    with (
+        Pool(db.cfg, size=1) as pool,
+        deadlock.other() as close_cycle,
+        Rollback() as rollback,
+    ):
+        rollback.pin(pool)
+        thread = threading.Thread(target=close_cycle)
+        thread.start()
+        if run_async:
+            run = functools.partial(
+                anyio.run,
+                functools.partial(pool.arun_transaction, deadlock.avictim, retries=1),
+            )
+        else:
+            run = functools.partial(pool.run_transaction, deadlock.victim, retries=1)
+        with pytest.raises((ImplicitCommitError, RuntimeError), match="deadlock"):
+            run()
+        thread.join()
+        with pytest.raises(RuntimeError, match="deadlock"), pool.fetch():
+            pass  # later borrows fail, naming the cause
+    assert deadlock.values() == ((1, 10), (2, 10))  # the other one's only
