@@ -40,6 +40,7 @@ from ._errors import is_connection_broken
 from ._lease import LendingPool
 from ._session import CACHED_TEMPLATE_MAX
 from ._statements import SEND_INLINE_MAX, large_arguments, mogrify, mogrify_in_pieces
+from ._telemetry import Timing
 
 RowT = TypeVar("RowT")
 #: A result's DB-API description (as a cursor's).
@@ -111,6 +112,7 @@ class RowStream(Generic[RowT]):
         "_sql",
         "_started",
         "_stop",
+        "_timing",
         "description",
     )
 
@@ -150,6 +152,7 @@ class RowStream(Generic[RowT]):
         self._killing: asyncio.Future[Any] | None = None
         self._arrived: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timing: Timing | None = None  # the statement's span, until it ends
         #: The result's DB-API description, as a cursor's: known once the
         #: first batch is read (empty for a statement without rows).
         self.description: Description = ()
@@ -295,6 +298,7 @@ class RowStream(Generic[RowT]):
         conn = self._conn
         self._conn = None
         self._rows = ()
+        self._timed(exc)
         if conn is not None:
             if isinstance(exc, MySQLdb.Error):
                 if is_connection_broken(exc):
@@ -333,6 +337,8 @@ class RowStream(Generic[RowT]):
             conn.note_template(sql)  # the template: never the parameters
             statement = mogrify(conn, sql, args)
         conn.start_statement()
+        if conn.telemetry is not None:  # a span from the send to the last row
+            self._timing = conn.telemetry.start(conn, sql)
         conn.pending = True  # until every row is read: else closed and KILLed
         if len(statement) > SEND_INLINE_MAX:
             await anyio.to_thread.run_sync(conn.send_query, statement)
@@ -441,6 +447,15 @@ class RowStream(Generic[RowT]):
         conn.pending = False
         with self._lock:
             self._done = True
+        self._timed(None)
+
+    def _timed(self, exc: BaseException | None) -> None:
+        """The statement's span and duration end (once: the last row read,
+        or the stream cut off or failed)."""
+        with self._lock:
+            timing, self._timing = self._timing, None
+        if timing is not None:
+            timing.end(exc)
 
     def _converted(self, rows: Sequence[Any]) -> Any:
         convert = self._convert

@@ -40,6 +40,7 @@ from fastapi_mysqlpool import (
     add_pool_task,
     get_pool,
     mysql_pool_lifespan,
+    stream_rows,
 )
 from fastapi_mysqlpool._telemetry import describe
 
@@ -116,6 +117,10 @@ def make_app(db: Database, table: str, otel: Otel, **options: Any) -> FastAPI:
     app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=1, **options))
     insert = f"INSERT INTO {table} (id, secret) VALUES (%s, %s)"
     select = f"SELECT secret FROM {table} WHERE secret = %s"
+
+    @app.get("/export")
+    async def export(request: Request) -> Any:
+        return stream_rows(request, select, (SECRETS[0],))
 
     @app.post("/sync/{id}")
     def sync_route(id: int, cursor: Cursor) -> dict[str, Any]:
@@ -268,6 +273,27 @@ def test_tasks_and_the_pools_own_cursors_are_traced_too(
         for span in otel.db_spans():
             assert span.parent is not None
             assert span.parent.span_id == server.context.span_id
+    assert_no_secret(otel)
+
+
+def test_a_streamed_statement_is_a_span_too(
+    db: Database, table: str, otel: Otel
+) -> None:
+    app = make_app(db, table, otel)
+    with TestClient(app) as client:
+        assert client.post("/sync/1").status_code == 200
+        otel.spans.clear()
+        answer = client.get("/export")
+        assert answer.status_code == 200
+        assert answer.text.count("\n") == 1
+    selected, commit = otel.db_spans()
+    assert (selected.name, commit.name) == (f"SELECT {table}", "COMMIT")
+    assert selected.kind is SpanKind.CLIENT
+    assert selected.attributes is not None
+    assert "%s" in str(selected.attributes["db.query.text"])
+    server = server_span(otel.finished())
+    assert selected.parent is not None
+    assert selected.parent.span_id == server.context.span_id
     assert_no_secret(otel)
 
 
