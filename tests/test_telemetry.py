@@ -35,8 +35,10 @@ from opentelemetry.util._once import Once
 
 from fastapi_mysqlpool import (
     AsyncCursor,
+    AsyncReadCursor,
     Cursor,
     Pool,
+    ReadCursor,
     add_pool_task,
     get_pool,
     mysql_pool_lifespan,
@@ -117,6 +119,16 @@ def make_app(db: Database, table: str, otel: Otel, **options: Any) -> FastAPI:
     app = FastAPI(lifespan=mysql_pool_lifespan(db.cfg, size=1, **options))
     insert = f"INSERT INTO {table} (id, secret) VALUES (%s, %s)"
     select = f"SELECT secret FROM {table} WHERE secret = %s"
+
+    @app.get("/read")
+    async def read(cursor: AsyncReadCursor) -> Any:
+        await cursor.execute(select, (SECRETS[0],))
+        return len(await cursor.fetchall())
+
+    @app.get("/read-sync")
+    def read_sync(cursor: ReadCursor) -> Any:
+        cursor.execute(select, (SECRETS[0],))
+        return len(cursor.fetchall())
 
     @app.get("/export")
     async def export(request: Request) -> Any:
@@ -294,6 +306,21 @@ def test_a_streamed_statement_is_a_span_too(
     server = server_span(otel.finished())
     assert selected.parent is not None
     assert selected.parent.span_id == server.context.span_id
+    assert_no_secret(otel)
+
+
+def test_read_cursors_are_traced_with_no_commit(
+    db: Database, table: str, otel: Otel
+) -> None:
+    app = make_app(db, table, otel)
+    with TestClient(app) as client:
+        assert client.post("/sync/1").status_code == 200
+        otel.spans.clear()
+        assert client.get("/read").json() == 1
+        assert client.get("/read-sync").json() == 1
+    # Autocommit: the SELECTs and nothing else (the switch to autocommit is
+    # the library's own setting, not a transaction's end).
+    assert [s.name for s in otel.db_spans()] == [f"SELECT {table}"] * 2
     assert_no_secret(otel)
 
 
