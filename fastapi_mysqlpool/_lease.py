@@ -363,15 +363,20 @@ class CursorContext:
         self._pool = pool
         self._make = make
 
-    async def __aenter__(self) -> Any:
+    async def _borrow(self) -> tuple[LendingPool, PooledConnection]:
+        """Where the cursor's connection comes from, and the connection."""
         pool = self._pool
         conn = pool.take_idle() or await pool.aacquire(
             pool.acquire_timeout, check=False
         )
+        return pool, conn
+
+    async def __aenter__(self) -> Any:
+        lender, conn = await self._borrow()
         try:
-            self._lease = self._make(pool, conn)
+            self._lease = self._make(lender, conn)
         except BaseException:
-            pool.checkin(conn, reusable=False)
+            lender.checkin(conn, reusable=False)
             raise
         return self._lease.cursor
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -24,7 +23,7 @@ from ._async_cursor import AsyncPoolCursor
 from ._connection import PooledConnection
 from ._cursors import leased_cursor_class
 from ._errors import ReadOnlyError, errno_of, is_connection_broken, refuses_writes
-from ._lease import Lease, LendingPool, _drain
+from ._lease import CursorContext, Lease, LendingPool, _drain
 from ._readonly import read_only
 from ._stats import PoolStats, ReplicaStats
 
@@ -217,34 +216,15 @@ async def borrow_for_read(pool: ReadingPool) -> tuple[LendingPool, PooledConnect
     return await router.aborrow()
 
 
-class ReadCursorContext:
+class ReadCursorContext(CursorContext):
     """``async with pool.read_cursor()``: a read cursor on a connection of its
     own (a replica's, if the pool has replicas), given back at the end."""
 
-    __slots__ = ("_lease", "_make", "_pool")
+    __slots__ = ()
+    _pool: ReadingPool
 
-    def __init__(
-        self, pool: ReadingPool, make: Callable[[LendingPool, PooledConnection], Lease]
-    ) -> None:
-        self._pool = pool
-        self._make = make
-
-    async def __aenter__(self) -> Any:
-        lender, conn = await borrow_for_read(self._pool)
-        try:
-            self._lease = self._make(lender, conn)
-        except BaseException:
-            lender.checkin(conn, reusable=False)
-            raise
-        return self._lease.cursor
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._lease.afinish(exc)
+    async def _borrow(self) -> tuple[LendingPool, PooledConnection]:
+        return await borrow_for_read(self._pool)
 
 
 def read_lease_maker(
