@@ -15,6 +15,7 @@ from MySQLdb.connections import Connection
 from MySQLdb.constants import CLIENT
 
 from . import _session, _telemetry
+from ._config import ConnectConfig
 from ._errors import errno_of, server_answered
 from ._session import REPORTED, SESSION_STATE_CHANGED, STATUS_AUTOCOMMIT, UNREPORTED
 from ._socket import readable_check
@@ -153,10 +154,8 @@ def _restore_sql(
 
 
 class PooledConnection(Connection):
-    """A ``MySQLdb`` connection with the pool's bookkeeping.
-
-    Times are ``time.monotonic()`` seconds.
-    """
+    """A ``MySQLdb`` connection with the pool's bookkeeping (times are
+    ``time.monotonic()`` seconds)."""
 
     expires_at: float
     #: Last given back by a caller: what ``max_idle`` counts from.
@@ -201,12 +200,14 @@ class PooledConnection(Connection):
     #: How the server sees this client (processlist HOST, "ip:port"): a KILL is
     #: only sent to a session that is still ours.
     server_host: str | None
+    #: With several hosts, the one's config it was opened to (its KILLs go there).
+    origin: ConnectConfig | None = None
     #: The session's ``max_allowed_packet``: a statement that size or larger
     #: makes the server close the connection (see :meth:`too_large`). Until
     #: the pool learns it, the client's own limit (1 GB).
     max_packet: int = 1 << 30
-    #: cfg's read_timeout, which async waits honour too (None: no limit).
-    #: (Class defaults: Connection.__init__ may run queries before ours sets them.)
+    #: cfg's read_timeout, which async waits honour too (None: no limit). (Class
+    #: defaults: Connection.__init__ may run queries before ours sets them.)
     read_timeout: float | None = None
     #: Ends the session of a statement that timed out (set by the pool).
     killer: SessionKiller | None = None

@@ -113,9 +113,21 @@ class Connector:
     def connect_timeout(self) -> int:
         return int(self.config.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
 
-    def connect(self, connect_timeout: int | None = None) -> PooledConnection:
-        """Open one connection (blocking). Raises DrainedError or BusyError."""
-        if self.hosts is not None:
+    def connect(
+        self, connect_timeout: int | None = None, *, to: ConnectConfig | None = None
+    ) -> PooledConnection:
+        """Open one connection (blocking). Raises DrainedError or BusyError.
+        *to*: that host's config (a connection's ``origin``), not the choice
+        among the hosts; its failure is no reason for the pool to back off."""
+        if to is not None:
+            try:
+                conn, (wait_timeout, server_host) = self._open(to, connect_timeout)
+            except MySQLdb.Error as exc:
+                raise _with_message(
+                    DrainedError(), f"cannot connect to {to.target}: {describe(exc)}"
+                ) from exc
+            conn.origin = to
+        elif self.hosts is not None:
             conn, (wait_timeout, server_host) = self._connect_a_host(connect_timeout)
         else:
             try:
@@ -242,6 +254,7 @@ class Connector:
                 _, unfit = hosts.checked(host, state, None, time.monotonic())
                 if host.fits(hosts.target):
                     hosts.opened(host, state, conn)
+                    conn.origin = host.config
                     return conn, session
             close_quietly(conn)  # read-only, or a Galera node not Synced
             _drop(unfit)

@@ -25,6 +25,7 @@ import anyio.to_thread
 import MySQLdb
 
 from ._backoff import Backoff
+from ._config import ConnectConfig
 from ._connection import CHECK_TIMEOUT, PooledConnection, close_all, close_quietly
 from ._errors import QueryTimeout
 from ._leaks import LeakDetector
@@ -50,8 +51,9 @@ _REFILL_RETRY_MAX = 2.0
 #: this many, the next ones are closed instead.
 RESETS_QUEUED_MAX = 4
 
-#: A server session: (id, client address as the server sees it).
-Session = tuple[int, "str | None"]
+#: A server session: (id, client address as the server sees it, the config of
+#: the host it is on when there are several: None for the pool's own choice).
+Session = tuple[int, "str | None", "ConnectConfig | None"]
 
 
 # -- scheduling: pure ---------------------------------------------------------------
@@ -148,9 +150,9 @@ class Maintained(Protocol):
 
     @property
     def target(self) -> str: ...
-    def connect(self) -> PooledConnection:
-        """Open a connection (blocking); raises ConnectionError if the server
-        cannot be reached or refuses."""
+    def connect(self, *, to: ConnectConfig | None = None) -> PooledConnection:
+        """Open a connection (blocking), to the host of config *to* if given;
+        raises ConnectionError if the server cannot be reached or refuses."""
 
     def total_locked(self) -> int: ...
     def reserve_locked(self, slots: int) -> None:
@@ -385,38 +387,45 @@ class Housekeeper:
         Returns how many were found and killed.
 
         Through a short-lived connection of its own (as psycopg sends cancel
-        requests): the pool may be full of the very sessions to kill. Only a
-        session still seen from the same client address is killed: after a
-        restart or a failover, or behind a load balancer, the same id may be
-        someone else's.
+        requests), to each session's host: the pool may be full of the very
+        sessions to kill. Only a session still seen from the same client
+        address is killed: after a restart or a failover, or behind a load
+        balancer, the same id may be someone else's.
         """
+        by_host: dict[int, list[Session]] = {}
+        for session in sessions:
+            by_host.setdefault(id(session[2]), []).append(session)
         with self._kill_lock:
-            try:
-                conn = self.pool.connect()
-            except ConnectionError as exc:  # the sessions probably died with it
-                logger.warning("could not KILL abandoned sessions: %s", exc)
-                return 0
-            conn.killer = None  # its own timeout must not come back here
-            killed: list[int] = []
-            try:
-                for session, host in sessions:
-                    if host is None:
-                        continue
-                    with contextlib.suppress(MySQLdb.Error):  # ended meanwhile
-                        conn.query(
-                            b"SELECT host FROM information_schema.processlist "
-                            b"WHERE id = %d" % session
-                        )
-                        if conn.store_result().fetch_row() == ((host,),):
-                            conn.query(b"KILL %d" % session)
-                            killed.append(session)
-                if killed:
-                    with contextlib.suppress(MySQLdb.Error):
-                        _wait_gone(conn, killed)
-            finally:
-                close_quietly(conn)
-                with self.pool.cond:
-                    self.pool.counters.closed_some()
+            return sum(self._kill_on_host(group) for group in by_host.values())
+
+    def _kill_on_host(self, sessions: list[Session]) -> int:
+        """:meth:`kill_sessions` for *sessions*, all on the same host."""
+        try:
+            conn = self.pool.connect(to=sessions[0][2])
+        except ConnectionError as exc:  # the sessions probably died with it
+            logger.warning("could not KILL abandoned sessions: %s", exc)
+            return 0
+        conn.killer = None  # its own timeout must not come back here
+        killed: list[int] = []
+        try:
+            for session, host, _ in sessions:
+                if host is None:
+                    continue
+                with contextlib.suppress(MySQLdb.Error):  # ended meanwhile
+                    conn.query(
+                        b"SELECT host FROM information_schema.processlist "
+                        b"WHERE id = %d" % session
+                    )
+                    if conn.store_result().fetch_row() == ((host,),):
+                        conn.query(b"KILL %d" % session)
+                        killed.append(session)
+            if killed:
+                with contextlib.suppress(MySQLdb.Error):
+                    _wait_gone(conn, killed)
+        finally:
+            close_quietly(conn)
+            with self.pool.cond:
+                self.pool.counters.closed_some()
         return len(killed)
 
     # -- read timeouts (see SessionKiller) --------------------------------------
@@ -462,7 +471,7 @@ class Housekeeper:
 
 
 def session_of(conn: PooledConnection) -> Session:
-    return conn.session_id, conn.server_host
+    return conn.session_id, conn.server_host, conn.origin
 
 
 def _wait_gone(conn: PooledConnection, sessions: list[int]) -> None:

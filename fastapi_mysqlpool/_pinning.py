@@ -37,8 +37,9 @@ from ._pinned import PinnedConnection, adopt, lost_savepoint, recover
 
 
 class Killer(Protocol):
-    def kill_sessions(self, sessions: list[tuple[int, str | None]]) -> int:
-        """KILL these (id, client host) sessions if still there (blocking)."""
+    def kill_sessions(self, sessions: list[tuple[int, str | None, Any]]) -> int:
+        """KILL these (id, client host, host config) sessions if still there
+        (blocking)."""
 
 
 class PinnablePool(Protocol):
@@ -270,7 +271,7 @@ class Pin:
             return
         # Cut off mid-statement, the session runs on, holding the test's row
         # locks: KILLed (as the pool does), off the event loop.
-        session = (conn.session_id, conn.server_host)
+        session = (conn.session_id, conn.server_host, conn.origin)
         running = conn.pending and not conn.broken
         close_quietly(conn)
         if running and self._killing is None:

@@ -256,9 +256,12 @@ class Pool(Slots, Lending, Reads, Transactions, ConnectionPool):
 
     # -- opening connections -------------------------------------------------
 
-    def connect(self, connect_timeout: int | None = None) -> PooledConnection:
-        """Open one connection (blocking). Raises DrainedError or BusyError."""
-        return self._connector.connect(connect_timeout)
+    def connect(
+        self, connect_timeout: int | None = None, *, to: ConnectConfig | None = None
+    ) -> PooledConnection:
+        """Open one connection (blocking). Raises DrainedError or BusyError.
+        *to*: that one of several hosts (a connection's ``origin``)."""
+        return self._connector.connect(connect_timeout, to=to)
 
     def _fill(self, timeout: float) -> None:
         """Open connections up to ``size``, retrying until *timeout* passes."""

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fastapi_mysqlpool import Cursor, Pool, mysql_pool_lifespan
+from fastapi_mysqlpool import Cursor, Pool, QueryTimeout, mysql_pool_lifespan
 from fastapi_mysqlpool.testing import TemporaryServer
 
 pytestmark = pytest.mark.usefixtures("two_servers")
@@ -203,6 +203,38 @@ def test_target_any_spreads_over_every_healthy_host(cluster: Cluster) -> None:
         stats = pool.stats()
         assert [h.connections for h in stats.hosts] == [3, 3]
         assert len(stats.current_hosts) == 2
+
+
+def test_a_timed_out_statement_is_killed_on_its_own_host(cluster: Cluster) -> None:
+    """With target="any" the pool's sessions live on both hosts: the KILL of
+    a statement that outlasted read_timeout goes to the one it runs on (the
+    pool's own choice of host would be the other, the first in order)."""
+    b = cluster.servers[1]
+
+    def sleeping() -> int:
+        rows = cluster.admin(
+            b,
+            "SELECT COUNT(*) FROM information_schema.processlist "
+            "WHERE user = %s AND info LIKE 'SELECT SLEEP%%'",
+            (cluster.user,),
+        )
+        return int(rows[0][0])
+
+    def sleep_on_b(pool: Pool) -> None:
+        with pool.fetch() as first, pool.fetch() as second:
+            on_b = []
+            for cursor in (first, second):
+                cursor.execute("SELECT @@port")
+                if cursor.fetchone()[0] == b.port:
+                    on_b.append(cursor)
+            assert len(on_b) == 1
+            on_b[0].execute("SELECT SLEEP(5)")
+
+    with Pool({**cluster.cfg(), "read_timeout": 1}, size=2, target="any") as pool:
+        assert [h.connections for h in pool.stats().hosts] == [1, 1]
+        with pytest.raises(QueryTimeout):
+            sleep_on_b(pool)
+        assert sleeping() == 0
 
 
 def test_a_write_refused_as_read_only_leaves_the_host_at_once(
