@@ -415,10 +415,12 @@ def test_only_a_session_still_ours_is_killed(db: Database) -> None:
         other = db.server.connect()  # another client's session
         other_id = other.thread_id()
         try:
-            pool.housekeeper.kill_sessions([(other_id, host), (ours, "10.9.9.9:1")])
+            pool.housekeeper.kill_sessions(
+                [(other_id, host, None), (ours, "10.9.9.9:1", None)]
+            )
             assert other_id in {row[0] for row in db.query("SHOW PROCESSLIST")}
             assert ours in db.connection_ids()
-            pool.housekeeper.kill_sessions([(ours, host)])
+            pool.housekeeper.kill_sessions([(ours, host, None)])
             assert ours not in db.connection_ids()
         finally:
             other.close()
