@@ -184,12 +184,15 @@ class Housekeeper:
     ones, resets changed sessions, KILLs abandoned ones. An unexpected error is
     logged, not fatal."""
 
-    def __init__(
-        self, pool: Maintained, *, connect_threads: concurrent.futures.Executor
-    ) -> None:
+    def __init__(self, pool: Maintained) -> None:
         self.pool = pool
-        # The pool's, for the event loop's KILLs (see akill_after_timeout).
-        self._connect_threads = connect_threads
+        # The event loop's KILLs (see akill_after_timeout): one thread, as
+        # they run one at a time anyway. Not the pool's connect threads: a
+        # KILL may wait seconds for its session to end, and connects for
+        # other requests must not wait behind it.
+        self._kill_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="fastapi-mysqlpool-kill"
+        )
         self.thread: threading.Thread | None = None
         #: Returned connections whose session changed, to reset (counted as
         #: being checked meanwhile).
@@ -209,9 +212,11 @@ class Housekeeper:
             self.thread.start()
 
     def finish(self, timeout: float) -> None:
-        """After close() began: wait up to *timeout* for the thread to end."""
+        """After close() began: wait up to *timeout* for the thread to end,
+        and for the KILLs under way."""
         if self.thread is not None:
             self.thread.join(timeout)
+        self._kill_thread.shutdown(wait=True)
 
     def do_leftovers(self) -> None:
         """After :meth:`finish`: the resets and KILLs a thread that did not
@@ -453,15 +458,13 @@ class Housekeeper:
     async def akill_after_timeout(
         self, conn: PooledConnection, timeout: float
     ) -> MySQLdb.OperationalError | None:
-        """:meth:`kill_after_timeout` in a connect thread, for the event loop."""
+        """:meth:`kill_after_timeout` in the KILL thread, for the event loop."""
         error = None
         # Shielded: a cancelled caller must still hold the slot until then.
         with anyio.CancelScope(shield=True):
             try:
-                job = self._connect_threads.submit(
-                    self.kill_after_timeout, conn, timeout
-                )
-            except RuntimeError:  # the pool is closed: no connect threads left
+                job = self._kill_thread.submit(self.kill_after_timeout, conn, timeout)
+            except RuntimeError:  # the pool is closed: its KILL thread is gone
                 error = await anyio.to_thread.run_sync(
                     self.kill_after_timeout, conn, timeout
                 )

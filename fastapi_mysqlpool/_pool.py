@@ -132,7 +132,7 @@ class Pool(Slots, Lending, Reads, Transactions, ConnectionPool):
         self._connect_threads = concurrent.futures.ThreadPoolExecutor(
             CONNECT_THREADS, thread_name_prefix="fastapi-mysqlpool-connect"
         )
-        self.housekeeper = Housekeeper(self, connect_threads=self._connect_threads)
+        self.housekeeper = Housekeeper(self)
         self._connector = Connector(
             self.config,
             max_lifetime=self.max_lifetime,

@@ -23,6 +23,7 @@ from fastapi_mysqlpool import (
     Cursor,
     Pool,
     PoolTimeout,
+    QueryTimeout,
     _connection,
     _housekeeper,
     get_pool,
@@ -285,6 +286,59 @@ async def test_an_async_request_connects_without_a_worker_thread(
             unblock.cancel()
     assert response.json() == 1
     assert elapsed < 1, elapsed
+
+
+@pytest.mark.anyio
+async def test_kills_after_read_timeouts_never_hold_up_connects(db: Database) -> None:
+    """A KILL after a read timeout can take seconds (it waits for the session
+    to end, and for the KILL before it): it runs on a thread of its own, so
+    the async connects of other requests never queue behind it."""
+    from fastapi_mysqlpool._pool import CONNECT_THREADS
+
+    timeouts = CONNECT_THREADS
+    pool = Pool({**db.cfg, "read_timeout": 1}, size=0, max_size=timeouts + 1)
+    housekeeper = pool.housekeeper
+    kill = housekeeper.akill_after_timeout
+    all_timed_out = anyio.Event()
+    timed_out = 0
+
+    async def counted(conn: Any, timeout: float) -> Any:
+        nonlocal timed_out
+        timed_out += 1
+        if timed_out == timeouts:
+            all_timed_out.set()
+        return await kill(conn, timeout)
+
+    housekeeper.akill_after_timeout = counted  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    async def sleep() -> None:
+        try:
+            async with pool.cursor() as cursor:
+                await cursor.execute("SELECT SLEEP(5)")
+        except MySQLdb.OperationalError as exc:
+            errors.append(exc)
+
+    try:
+        async with anyio.create_task_group() as group:
+            housekeeper._kill_lock.acquire()  # a KILL that takes its time
+            try:
+                for _ in range(timeouts):
+                    group.start_soon(sleep)
+                with anyio.fail_after(5):
+                    await all_timed_out.wait()
+                pool.acquire_timeout = 2
+                started = time.monotonic()
+                async with pool.cursor() as cursor:
+                    await cursor.execute("SELECT 1")
+                elapsed = time.monotonic() - started
+            finally:
+                housekeeper._kill_lock.release()
+    finally:
+        await pool.aclose()
+    assert elapsed < 1, elapsed
+    assert [type(e) for e in errors] == [QueryTimeout] * timeouts
+    assert db.connection_count(settle_at=0) == 0
 
 
 @pytest.mark.anyio
