@@ -96,17 +96,22 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def connect_params(cfg: Mapping[str, Any] | str, *, what: str) -> dict[str, Any]:
+    """*cfg* as ``MySQLdb.connect`` arguments: a dict's copy, or a URL parsed.
+    *what* names it in the TypeError for anything else."""
+    if isinstance(cfg, str):
+        return parse_url(cfg)
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise TypeError(
+        f"{what} must be a dict of MySQLdb.connect arguments or a mysql:// URL, "
+        f"not {type(cfg).__name__}"
+    )
+
+
 def make_config(cfg: Mapping[str, Any] | str) -> ConnectConfig:
     """Normalise *cfg* and add the defaults a user expects."""
-    if isinstance(cfg, str):
-        params = parse_url(cfg)
-    elif isinstance(cfg, Mapping):
-        params = dict(cfg)
-    else:
-        raise TypeError(
-            "cfg must be a dict of MySQLdb.connect arguments or a mysql:// URL, "
-            f"not {type(cfg).__name__}"
-        )
+    params = connect_params(cfg, what="cfg")
     hosts = params.get("host")
     if isinstance(hosts, (list, tuple)):
         if not hosts or not all(isinstance(host, str) for host in hosts):

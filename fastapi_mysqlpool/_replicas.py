@@ -21,7 +21,7 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
-from ._config import ConnectConfig, make_config, parse_url
+from ._config import ConnectConfig, connect_params, make_config
 from ._connection import PooledConnection
 from ._errors import DrainedError, NoReplicaAvailable, PoolClosed
 from ._options import PoolOptions, Settings, _check_count, _check_time
@@ -47,15 +47,7 @@ def replica_config(
     """A replica's connection settings: *cfg* (a dict or a URL), the
     primary's user, password, database and options filling in what it
     lacks; in autocommit (its pool lends read cursors only)."""
-    if isinstance(cfg, str):
-        given = parse_url(cfg)
-    elif isinstance(cfg, Mapping):
-        given = dict(cfg)
-    else:
-        raise TypeError(
-            "each replica must be a dict of MySQLdb.connect arguments or a "
-            f"mysql:// URL, not {type(cfg).__name__}"
-        )
+    given = connect_params(cfg, what="each replica")
     inherited = {k: v for k, v in primary.items() if k not in _WHERE}
     for alias, name in _ALIASES:  # the replica's spelling wins
         if alias in given or name in given:
