@@ -55,6 +55,18 @@ def _warn_if_blocking(request: HTTPConnection) -> None:
             )
 
 
+def _function_stack(request: HTTPConnection) -> AsyncExitStack:
+    """The request's function-scoped exit stack (see _FUNCTION_STACK)."""
+    try:
+        stack: AsyncExitStack = request.scope[_FUNCTION_STACK]
+    except KeyError:
+        raise RuntimeError(
+            "fastapi_mysqlpool's dependencies need FastAPI >= 0.121 "
+            "(function-scoped dependencies)"
+        ) from None
+    return stack
+
+
 def _cursor_dependency(
     name: str,
     returns: type[CursorT],
@@ -76,13 +88,7 @@ def _cursor_dependency(
     async def dependency(request: HTTPConnection) -> Any:
         if cursor_class is not None:
             _warn_if_blocking(request)
-        try:
-            stack: AsyncExitStack = request.scope[_FUNCTION_STACK]
-        except KeyError:
-            raise RuntimeError(
-                "fastapi_mysqlpool's dependencies need FastAPI >= 0.121 "
-                "(function-scoped dependencies)"
-            ) from None
+        stack = _function_stack(request)
         pool = pool_of(request)
         # Written out rather than in a helper coroutine (one less per
         # request). Lent unchecked: the check runs before the first
@@ -126,13 +132,7 @@ def _read_dependency(
     async def dependency(request: HTTPConnection) -> Any:
         if blocking:
             _warn_if_blocking(request)
-        try:
-            stack: AsyncExitStack = request.scope[_FUNCTION_STACK]
-        except KeyError:
-            raise RuntimeError(
-                "fastapi_mysqlpool's dependencies need FastAPI >= 0.121 "
-                "(function-scoped dependencies)"
-            ) from None
+        stack = _function_stack(request)
         pool = pool_of(request)
         router = pool.read_router
         # (borrow_for_read, written out: one coroutine less)
